@@ -1,0 +1,10 @@
+"""ichaos: the chaos and reliability harness around an LLM inference service."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("inference-chaos")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["__version__"]
