@@ -1,0 +1,196 @@
+"""``python -m target_service``: models build|verify|register|list, worker, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._engine import DevicePreference
+from ._errors import IntegrityError, ModelNotFoundError, ServiceError
+from ._registry import DEFAULT_REGISTRY, ModelRef, Registry
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+DEFAULT_TOKEN_ENV = "ICHAOS_ADMIN_TOKEN"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not in 0..65535 (0 lets the OS choose)")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
+def _add_registry(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--registry",
+        type=Path,
+        default=Path(os.environ.get("ICHAOS_REGISTRY", DEFAULT_REGISTRY)),
+        help="registry directory (default: $ICHAOS_REGISTRY or .ichaos/registry)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m target_service", description="The ichaos reference inference service."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    models = sub.add_parser("models", help="build, verify, register and list registry models")
+    msub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    build = msub.add_parser("build", help="build the built-in models (primary, canary, fallback)")
+    _add_registry(build)
+    build.add_argument("names", nargs="*", metavar="MODEL", help="only these built-in models")
+    build.add_argument("--force", action="store_true", help="rebuild even if intact")
+    verify = msub.add_parser("verify", help="check every file against its manifest")
+    _add_registry(verify)
+    verify.add_argument("refs", nargs="*", metavar="MODEL[:VERSION]", help="default: everything")
+    register = msub.add_parser("register", help="copy a local Hugging Face folder in")
+    _add_registry(register)
+    register.add_argument("path", type=Path, help="a save_pretrained folder")
+    register.add_argument("--model", required=True, help="model name")
+    register.add_argument("--version", required=True, help="version name, e.g. v3")
+    listing = msub.add_parser("list", help="list model versions in the registry")
+    _add_registry(listing)
+
+    worker = sub.add_parser("worker", help="serve one model over HTTP")
+    worker.add_argument("--model", required=True, metavar="NAME:VERSION")
+    _add_registry(worker)
+    worker.add_argument("--host", default="127.0.0.1")
+    worker.add_argument("--port", type=_port, default=0, help="0 (default): the OS chooses")
+    worker.add_argument("--port-file", type=Path, help="write the bound port here")
+    worker.add_argument(
+        "--device", type=DevicePreference, choices=list(DevicePreference), default="auto"
+    )
+    worker.add_argument("--max-batch-size", type=_positive_int, default=16)
+    worker.add_argument("--max-wait-ms", type=_non_negative_float, default=10.0)
+    worker.add_argument("--max-prompt-chars", type=_positive_int, default=8000)
+    worker.add_argument("--threads", type=_positive_int, help="torch intra-op threads")
+    worker.add_argument(
+        "--fault-hooks", action="store_true", help="enable /admin/faults (needs the admin token)"
+    )
+    worker.add_argument(
+        "--admin-token-env",
+        default=DEFAULT_TOKEN_ENV,
+        metavar="VAR",
+        help=f"environment variable holding the admin token (default {DEFAULT_TOKEN_ENV})",
+    )
+
+    demo = sub.add_parser("demo", help="start a worker, ask it something, show the answer")
+    _add_registry(demo)
+    demo.add_argument("--model", default="primary:v1", metavar="NAME:VERSION")
+    demo.add_argument("--prompt", default="The service answers every request")
+    demo.add_argument("--max-new-tokens", type=_positive_int, default=24)
+    return parser
+
+
+def _models(args: argparse.Namespace) -> int:
+    registry = Registry(args.registry)
+    if args.models_command == "build":
+        from ._build import build_models
+
+        for result in build_models(registry, args.names, force=args.force):
+            state = "built" if result.built else "intact, kept"
+            print(f"{result.ref}: {state} ({registry.path(result.ref)})")
+        return EXIT_OK
+    if args.models_command == "register":
+        ref = ModelRef.parse(f"{args.model}:{args.version}", require_version=True)
+        manifest = registry.register(
+            args.path, ref, created_by=f"target_service models register {args.path.resolve()}"
+        )
+        print(f"{ref}: registered {len(manifest.files)} files at {registry.path(ref)}")
+        return EXIT_OK
+    if args.models_command == "list":
+        refs = registry.versions()
+        if not refs:
+            print(f"no models in {registry.root}")
+        for ref in refs:
+            print(ref)
+        return EXIT_OK
+    return _verify(registry, args.refs)
+
+
+def _verify(registry: Registry, texts: list[str]) -> int:
+    refs: list[ModelRef] = []
+    for text in texts or [r.name for r in registry.versions()]:
+        refs.extend(registry.resolve(ModelRef.parse(text)))
+    if not refs:
+        raise ModelNotFoundError(f"no models in the registry at {registry.root}")
+    failed = False
+    for ref in sorted(set(refs)):
+        try:
+            registry.verify(ref)
+        except IntegrityError as exc:
+            failed = True
+            for problem in exc.problems:
+                print(f"{ref}: FAILED {problem.describe()}")
+            continue
+        print(f"{ref}: ok ({len(registry.manifest(ref).files)} files)")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from ._worker_app import WorkerSettings
+    from ._worker_main import serve_worker
+
+    token = os.environ.get(args.admin_token_env) or None
+    if args.fault_hooks and token is None:
+        raise ServiceError(f"--fault-hooks needs an admin token in ${args.admin_token_env}")
+    settings = WorkerSettings(
+        ref=ModelRef.parse(args.model, require_version=True),
+        registry=args.registry,
+        device=args.device,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_prompt_chars=args.max_prompt_chars,
+        fault_hooks=args.fault_hooks,
+        admin_token=token,
+    )
+    Registry(args.registry).resolve(settings.ref)  # a typo fails here, not after binding a port
+    return serve_worker(
+        settings, host=args.host, port=args.port, port_file=args.port_file, threads=args.threads
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "models":
+            return _models(args)
+        if args.command == "worker":
+            return _worker(args)
+        from ._demo import run_demo
+
+        return run_demo(args.registry, args.model, args.prompt, args.max_new_tokens)
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if not isinstance(exc, IntegrityError) else EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,108 @@
+"""Starting a worker as a child process and following its lifecycle announcements."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from ._errors import ServiceError
+
+
+class WorkerProcessError(ServiceError):
+    """A worker process did not reach the state it was expected to reach."""
+
+
+class WorkerProcess:
+    """A ``python -m target_service worker`` child; stdout JSON lines become events."""
+
+    def __init__(
+        self,
+        model: str,
+        registry: Path,
+        *,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        stderr: IO[Any] | int | None = None,
+    ) -> None:
+        args = [
+            sys.executable, "-m", "target_service", "worker",
+            "--model", model, "--registry", str(registry), "--port", "0", *extra_args,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env={**os.environ, **(env or {})},
+            text=True,
+        )
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.port: int | None = None
+        threading.Thread(target=self._read, daemon=True, name="worker-stdout").start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                self.events.put(event)
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise WorkerProcessError("the worker has not announced its port yet")
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_for(self, *names: str, timeout: float) -> dict[str, Any]:
+        """Block until the worker announces one of ``names``; fail if it exits or times out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WorkerProcessError(f"worker announced none of {names} within {timeout:.0f}s")
+            try:
+                event = self.events.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                if self.proc.poll() is not None and self.events.empty():
+                    raise WorkerProcessError(
+                        f"worker exited with code {self.proc.returncode} before {names}"
+                    ) from None
+                continue
+            if event.get("event") == "listening":
+                self.port = int(event["port"])
+            if event.get("event") in names:
+                return event
+
+    def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
+        event = self.wait_for("ready", "load_refused", timeout=timeout)
+        if event["event"] == "load_refused":
+            raise WorkerProcessError(f"worker refused to load its model: {event['error']}")
+        return event
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def __enter__(self) -> WorkerProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
