@@ -2,9 +2,12 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._errors import HarnessError, WaitTimeout
+from ._wait import wait_until
+
 try:
     __version__ = version("inference-chaos")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["HarnessError", "WaitTimeout", "__version__", "wait_until"]

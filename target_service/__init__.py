@@ -1,6 +1,51 @@
 """The reference inference service: the system under test.
 
 Model registry with checksums, batched inference workers, and (later) a gateway and supervisor.
-Heavy dependencies (torch, transformers) live behind the ``[service]`` extra and are imported
-lazily, inside the functions that need them, so this package imports without them.
+Heavy dependencies (torch, transformers, fastapi) live behind the ``[service]`` extra and are
+imported lazily, inside the functions that need them, so this package imports without them.
 """
+
+from ._build import BUILTIN_MODELS, BuildResult, ModelSpec, build_models
+from ._engine import DevicePreference
+from ._errors import (
+    DeviceLostError,
+    DeviceOutOfMemoryError,
+    FileProblem,
+    InferenceError,
+    IntegrityError,
+    ManifestError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ProblemKind,
+    RegistryError,
+    ServiceError,
+)
+from ._process import WorkerProcess, WorkerProcessError
+from ._registry import DEFAULT_REGISTRY, FileEntry, Manifest, ModelRef, Registry, sha256_file
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "DEFAULT_REGISTRY",
+    "BuildResult",
+    "DeviceLostError",
+    "DeviceOutOfMemoryError",
+    "DevicePreference",
+    "FileEntry",
+    "FileProblem",
+    "InferenceError",
+    "IntegrityError",
+    "Manifest",
+    "ManifestError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "ModelRef",
+    "ModelSpec",
+    "ProblemKind",
+    "Registry",
+    "RegistryError",
+    "ServiceError",
+    "WorkerProcess",
+    "WorkerProcessError",
+    "build_models",
+    "sha256_file",
+]

@@ -46,7 +46,8 @@ class WorkerProcess:
         )
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.port: int | None = None
-        threading.Thread(target=self._read, daemon=True, name="worker-stdout").start()
+        self._reader = threading.Thread(target=self._read, daemon=True, name="worker-stdout")
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -99,6 +100,9 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._reader.join(timeout=5)
+        if self.proc.stdout is not None and not self._reader.is_alive():
+            self.proc.stdout.close()
         return self.proc.returncode
 
     def __enter__(self) -> WorkerProcess:

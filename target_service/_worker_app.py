@@ -67,6 +67,10 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# Module level: FastAPI resolves these string annotations in the module's namespace.
+Token = Annotated[str | None, Header(alias=ADMIN_TOKEN_HEADER)]
+
+
 def error_response(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
     headers = {"Retry-After": "1"} if status in (429, 503) else None
     return JSONResponse(
@@ -322,8 +326,6 @@ def _add_admin_routes(app: FastAPI, state: WorkerState) -> None:
         if not secrets.compare_digest(token.encode(), settings.admin_token.encode()):
             return error_response(403, "forbidden", f"wrong {ADMIN_TOKEN_HEADER}")
         return None
-
-    Token = Annotated[str | None, Header(alias=ADMIN_TOKEN_HEADER)]
 
     @app.get("/admin/faults")
     async def list_faults(token: Token = None) -> Response:
