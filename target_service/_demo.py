@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -30,7 +29,8 @@ def run_demo(registry: Path, model: str, prompt: str, max_new_tokens: int) -> in
             data = answer.json()
             print(f"POST /v1/generate {json.dumps(body)}")
             print(f"  model    {data['model']}:{data['version']}")
-            print(f"  text     {prompt}\u2192{data['text']!r}")
+            print(f"  prompt   {prompt!r}")
+            print(f"  answer   {data['text']!r}")
             print(f"  tokens   {data['tokens']} ({data['finish_reason']})")
             print(
                 f"  timings  queue {data['timings']['queue_ms']:.1f} ms, "
@@ -51,5 +51,5 @@ def run_demo(registry: Path, model: str, prompt: str, max_new_tokens: int) -> in
                 ln for ln in metrics.splitlines() if ln.startswith("ichaos_worker_batch_size_count")
             ]
             print(f"metrics: {batches[0] if batches else 'no batches recorded'}")
-    print("worker stopped.", file=sys.stderr)
+    print("worker stopped.")
     return 0

@@ -32,8 +32,11 @@ class WorkerProcess:
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         stderr: IO[Any] | int | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
-        args = [
+        """``command`` replaces the worker command line with another program that announces
+        ``listening``/``ready`` the same way (benchmarks use it for a peer server)."""
+        args = list(command) if command is not None else [
             sys.executable, "-m", "target_service", "worker",
             "--model", model, "--registry", str(registry), "--port", "0", *extra_args,
         ]  # fmt: skip

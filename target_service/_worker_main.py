@@ -62,6 +62,9 @@ def serve_worker(
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listen now: "listening" and "ready" may be announced before uvicorn's own startup ends,
+    # and a client acting on them must land in the backlog, not be refused.
+    sock.listen(2048)
     bound_port = sock.getsockname()[1]
     announce = _announcer()
     if port_file is not None:
