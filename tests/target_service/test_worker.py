@@ -348,3 +348,20 @@ def test_reload_verifies_again_refuses_damage_and_recovers_when_restored(
         assert http.post("/admin/reload", headers=AUTH).status_code == 202
         assert worker.wait_for("ready", "load_refused", timeout=60)["event"] == "ready"
         assert generate(http, max_new_tokens=2).status_code == 200
+
+
+def test_demo_starts_a_worker_and_shows_its_answer(built_registry: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "target_service", "demo", "--registry", str(built_registry)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "model    primary:v1" in done.stdout
+    assert "streamed (one server-sent event per token)" in done.stdout
+    assert done.stdout.rstrip().endswith("worker stopped.")
