@@ -16,6 +16,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 DEFAULT_TOKEN_ENV = "ICHAOS_ADMIN_TOKEN"
+DEFAULT_STATE = Path(".ichaos") / "stack" / "state.json"
 
 
 def _positive_int(text: str) -> int:
@@ -103,6 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"environment variable holding the admin token (default {DEFAULT_TOKEN_ENV})",
     )
 
+    gateway = sub.add_parser("gateway", help="the client-facing gateway (the supervisor starts it)")
+    gateway.add_argument("--config", type=Path, required=True, help="stack file")
+    gateway.add_argument("--replicas", type=Path, required=True, help="replicas file (JSON)")
+    gateway.add_argument("--host", default="127.0.0.1")
+    gateway.add_argument("--port", type=_port, default=0, help="0 (default): the OS chooses")
+    gateway.add_argument("--admin-token-env", default=DEFAULT_TOKEN_ENV, metavar="VAR")
+
+    stack = sub.add_parser("stack", help="run the whole stack: workers, gateway, supervisor")
+    ssub = stack.add_subparsers(dest="stack_command", required=True, metavar="ACTION")
+    up = ssub.add_parser("up", help="start the stack in the foreground (Ctrl-C stops it)")
+    up.add_argument("--config", type=Path, help="stack file (default: the shipped stack.yaml)")
+    _add_registry(up)
+    for action in (up, ssub.add_parser("status", help="show the running stack"),
+                   ssub.add_parser("down", help="stop the running stack")):  # fmt: skip
+        action.add_argument(
+            "--state",
+            type=Path,
+            default=DEFAULT_STATE,
+            help=f"state file (default {DEFAULT_STATE})",
+        )
+
     demo = sub.add_parser("demo", help="start a worker, ask it something, show the answer")
     _add_registry(demo)
     demo.add_argument("--model", default="primary:v1", metavar="NAME:VERSION")
@@ -179,6 +201,46 @@ def _worker(args: argparse.Namespace) -> int:
     )
 
 
+def _gateway(args: argparse.Namespace) -> int:
+    from ._gateway_main import read_replicas, serve_gateway
+    from ._stack_config import load_stack_config
+
+    config = load_stack_config(args.config)
+    return serve_gateway(
+        config,
+        read_replicas(args.replicas),
+        host=args.host,
+        port=args.port,
+        token_env=args.admin_token_env,
+    )
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from ._stack_config import default_stack_file, load_stack_config
+    from ._supervisor import pid_alive, read_state, run_supervisor, stop_stack
+
+    if args.stack_command == "up":
+        path = (args.config or default_stack_file()).resolve()
+        config = load_stack_config(path)
+        registry = (config.registry or args.registry).resolve()
+        Registry(registry).resolve(config.pools.primary.ref)  # fail before starting anything
+        return run_supervisor(config, path, args.state.resolve(), registry)
+    if args.stack_command == "down":
+        stopped = stop_stack(args.state)
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+        return EXIT_OK
+    state = read_state(args.state)
+    running = pid_alive(state.get("supervisor", {}).get("pid"))
+    print(f"supervisor pid {state['supervisor']['pid']}: {'running' if running else 'NOT RUNNING'}")
+    for child in filter(None, [state.get("gateway"), *state.get("workers", [])]):
+        alive = "alive" if pid_alive(child.get("pid")) else "dead"
+        print(
+            f"  {child['name']:<12} {child.get('model') or '':<12} pid {child['pid']} ({alive}) "
+            f"{child['url']} status={child['status']} restarts={child['restarts']}"
+        )
+    return EXIT_OK if running else EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -186,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _models(args)
         if args.command == "worker":
             return _worker(args)
+        if args.command == "gateway":
+            return _gateway(args)
+        if args.command == "stack":
+            return _stack(args)
         from ._demo import run_demo
 
         return run_demo(args.registry, args.model, args.prompt, args.max_new_tokens)

@@ -6,16 +6,14 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, Header, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,14 +21,13 @@ from ._batcher import Batcher, DoneEvent, ErrorEvent, Job, JobEvent, TokenEvent
 from ._engine import DevicePreference, Engine
 from ._errors import DeviceLostError, InferenceError, ServiceError
 from ._faults import FaultHooks, FaultKind
+from ._http import Token, check_token, error_response, install_error_handling
 from ._metrics import WorkerMetrics
 from ._registry import ModelRef, Registry
 
 log = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 256
-MAX_BODY_BYTES = 256 * 1024
-ADMIN_TOKEN_HEADER = "X-Admin-Token"
 
 
 @dataclass(frozen=True)
@@ -65,17 +62,6 @@ class OomParams(BaseModel):
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-
-
-# Module level: FastAPI resolves these string annotations in the module's namespace.
-Token = Annotated[str | None, Header(alias=ADMIN_TOKEN_HEADER)]
-
-
-def error_response(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
-    headers = {"Retry-After": "1"} if status in (429, 503) else None
-    return JSONResponse(
-        {"error": {"type": kind, "message": message, **extra}}, status_code=status, headers=headers
-    )
 
 
 class WorkerState:
@@ -170,30 +156,7 @@ def create_app(state: WorkerState) -> FastAPI:
     app = FastAPI(title="ichaos worker", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.worker = state
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return error_response(
-                413, "payload_too_large", f"request body over {MAX_BODY_BYTES} bytes"
-            )
-        response: Response = await call_next(request)
-        return response
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return error_response(400, "invalid_json", "the request body is not valid JSON")
-        fields = [
-            {
-                "field": ".".join(str(p) for p in e["loc"] if p != "body") or "(body)",
-                "msg": e["msg"],
-            }
-            for e in errors
-        ]
-        summary = "; ".join(f"{f['field']}: {f['msg']}" for f in fields)
-        return error_response(422, "invalid_request", summary, fields=fields)
+    install_error_handling(app)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -319,13 +282,8 @@ def _add_admin_routes(app: FastAPI, state: WorkerState) -> None:
 
     def check(token: str | None, *, hooks: bool) -> JSONResponse | None:
         # Hooks that are not enabled do not exist: 404, as for any unknown path.
-        if settings.admin_token is None or (hooks and not settings.fault_hooks):
-            return error_response(404, "not_found", "Not Found")
-        if token is None:
-            return error_response(401, "unauthorized", f"missing {ADMIN_TOKEN_HEADER} header")
-        if not secrets.compare_digest(token.encode(), settings.admin_token.encode()):
-            return error_response(403, "forbidden", f"wrong {ADMIN_TOKEN_HEADER}")
-        return None
+        enabled = settings.fault_hooks or not hooks
+        return check_token(settings.admin_token if enabled else None, token)
 
     @app.get("/admin/faults")
     async def list_faults(token: Token = None) -> Response:
