@@ -6,6 +6,7 @@ every replica ready, every breaker closed, no fault hook set, the canary weight 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -103,10 +104,9 @@ class Stack:
 
     def clear_faults(self) -> None:
         for worker in self.state()["workers"]:
-            try:
+            # A worker being restarted has no faults to clear.
+            with contextlib.suppress(httpx.HTTPError):
                 httpx.delete(f"{worker['url']}/admin/faults/all", headers=AUTH, timeout=5)
-            except httpx.HTTPError:
-                pass  # a worker being restarted has no faults to clear
 
     def stop(self) -> None:
         self.http.close()
@@ -239,8 +239,8 @@ def test_sigkill_of_a_primary_worker_under_load_is_routed_around_and_restarted(g
     assert statuses[200] >= 20
     assert sum(n for status, n in statuses.items() if status != 200) <= 4
     events = gw.events(since)
-    order = [k for k in kinds(events, "primary") if k in {"replica_down", "worker_exited",
-                                                          "worker_restarted", "replica_up"}]  # fmt: skip
+    lifecycle = {"replica_down", "worker_exited", "worker_restarted", "replica_up"}
+    order = [k for k in kinds(events, "primary") if k in lifecycle]
     assert order.index("worker_restarted") < len(order) - 1 - order[::-1].index("replica_up")
     assert gw.worker("primary", 0)["restarts"] >= 1
     assert gw.worker("primary", 0)["port"] == victim["port"]
@@ -290,7 +290,7 @@ def test_canary_share_follows_the_weight_and_is_sticky_per_user(gw: Stack) -> No
         first = list(pool.map(pool_of, [f"user-{i}" for i in range(1000)]))
         again = list(pool.map(pool_of, [f"user-{i}" for i in range(0, 1000, 10)]))
     share = first.count("canary") / len(first)
-    # 1,000 users at 20 %: the binomial standard deviation is 1.3 points; allow 4 σ.
+    # 1,000 users at 20 %: the binomial standard deviation is 1.3 points; allow 4 sigma.
     assert 0.15 <= share <= 0.25, share
     assert again == first[::10], "a user's requests always go to the same pool"
 
