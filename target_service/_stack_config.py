@@ -17,6 +17,7 @@ from slo._duration import Duration
 
 from . import __name__ as _package
 from ._engine import DevicePreference
+from ._errors import RegistryError
 from ._registry import ModelRef
 
 _ADDRESS = re.compile(r"^(?P<host>[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
@@ -57,7 +58,10 @@ class PoolConfig(_Strict):
     @field_validator("model")
     @classmethod
     def _model_ref(cls, value: str) -> str:
-        ModelRef.parse(value, require_version=True)
+        try:
+            ModelRef.parse(value, require_version=True)
+        except RegistryError as exc:  # pydantic reports ValueErrors with the field's path
+            raise ValueError(str(exc)) from exc
         return value
 
     @field_validator("addresses")
