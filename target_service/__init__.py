@@ -20,8 +20,9 @@ from ._errors import (
     RegistryError,
     ServiceError,
 )
-from ._process import WorkerProcess, WorkerProcessError
+from ._process import StackProcess, WorkerProcess, WorkerProcessError
 from ._registry import DEFAULT_REGISTRY, FileEntry, Manifest, ModelRef, Registry, sha256_file
+from ._stack_config import StackConfig, default_stack_file, load_stack_config
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -44,8 +45,12 @@ __all__ = [
     "Registry",
     "RegistryError",
     "ServiceError",
+    "StackConfig",
+    "StackProcess",
     "WorkerProcess",
     "WorkerProcessError",
     "build_models",
+    "default_stack_file",
+    "load_stack_config",
     "sha256_file",
 ]

@@ -82,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_registry(listing)
 
     worker = sub.add_parser("worker", help="serve one model over HTTP")
-    worker.add_argument("--model", required=True, metavar="NAME:VERSION")
+    worker.add_argument("--model", metavar="NAME:VERSION", help="required unless --standby")
+    worker.add_argument(
+        "--standby",
+        action="store_true",
+        help='import everything, announce \'standby\', then read {"model", "port"} as one '
+        "JSON line on stdin and start serving (the supervisor's warm spare)",
+    )
     _add_registry(worker)
     worker.add_argument("--host", default="127.0.0.1")
     worker.add_argument("--port", type=_port, default=0, help="0 (default): the OS chooses")
@@ -185,6 +191,10 @@ def _worker(args: argparse.Namespace) -> int:
     token = os.environ.get(args.admin_token_env) or None
     if args.fault_hooks and token is None:
         raise ServiceError(f"--fault-hooks needs an admin token in ${args.admin_token_env}")
+    if args.standby:
+        args.model, args.port = _await_assignment()
+    elif args.model is None:
+        raise ServiceError("worker needs --model NAME:VERSION (or --standby)")
     settings = WorkerSettings(
         ref=ModelRef.parse(args.model, require_version=True),
         registry=args.registry,
@@ -199,6 +209,24 @@ def _worker(args: argparse.Namespace) -> int:
     return serve_worker(
         settings, host=args.host, port=args.port, port_file=args.port_file, threads=args.threads
     )
+
+
+def _await_assignment() -> tuple[str, int]:
+    """Standby: pay every import now, then wait for the supervisor to say what to serve."""
+    import json
+
+    from ._engine import preload
+    from ._serve import announcer
+
+    preload()
+    announce = announcer()
+    announce({"event": "standby", "pid": os.getpid()})
+    line = sys.stdin.readline()
+    try:
+        order = json.loads(line)
+        return str(order["model"]), _port(str(order["port"]))
+    except (ValueError, KeyError, TypeError, argparse.ArgumentTypeError) as exc:
+        raise ServiceError(f"standby: expected {{'model', 'port'}} on stdin, got {line!r}") from exc
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -232,7 +260,9 @@ def _stack(args: argparse.Namespace) -> int:
     state = read_state(args.state)
     running = pid_alive(state.get("supervisor", {}).get("pid"))
     print(f"supervisor pid {state['supervisor']['pid']}: {'running' if running else 'NOT RUNNING'}")
-    for child in filter(None, [state.get("gateway"), *state.get("workers", [])]):
+    for child in filter(
+        None, [state.get("gateway"), *state.get("workers", []), state.get("standby")]
+    ):
         alive = "alive" if pid_alive(child.get("pid")) else "dead"
         print(
             f"  {child['name']:<12} {child.get('model') or '':<12} pid {child['pid']} ({alive}) "

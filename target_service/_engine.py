@@ -33,6 +33,30 @@ def _offline() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def preload() -> None:
+    """Import what loading and serving a model needs, without running any torch operation
+    (no thread pools yet): a standby worker pays this once, ahead of the failure it replaces."""
+    _offline()
+    import importlib
+
+    for module in (
+        "torch",
+        "transformers",
+        "transformers.modeling_utils",
+        "transformers.generation.utils",
+        "transformers.generation.streamers",
+        "transformers.generation.stopping_criteria",
+        "transformers.models.auto.modeling_auto",
+        "transformers.models.auto.tokenization_auto",
+        "transformers.models.gpt2.modeling_gpt2",
+        "transformers.tokenization_utils_fast",
+        "fastapi",
+        "uvicorn",
+        "prometheus_client",
+    ):
+        importlib.import_module(module)
+
+
 def resolve_device(preference: DevicePreference) -> str:
     import torch
 

@@ -113,3 +113,49 @@ class WorkerProcess:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+class StackProcess:
+    """``python -m target_service stack up`` as a child: waits for ``stack_ready``."""
+
+    def __init__(
+        self,
+        config: Path | None,
+        state: Path,
+        registry: Path,
+        *,
+        env: dict[str, str] | None = None,
+        stderr: IO[Any] | int | None = None,
+        timeout: float = 300.0,
+    ) -> None:
+        command = [sys.executable, "-m", "target_service", "stack", "up", "--state", str(state),
+                   "--registry", str(registry)]  # fmt: skip
+        if config is not None:
+            command += ["--config", str(config)]
+        self.state_path = state
+        self.process = WorkerProcess("", registry, env=env, stderr=stderr, command=command)
+        try:
+            ready = self.process.wait_for("stack_ready", timeout=timeout)
+        except WorkerProcessError:
+            self.process.stop()
+            raise
+        self.url = str(ready["gateway"])
+
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.state_path.read_text(encoding="utf-8"))
+        return data
+
+    def worker(self, pool: str, index: int) -> dict[str, Any]:
+        for worker in self.state()["workers"]:
+            if (worker["pool"], worker["index"]) == (pool, index):
+                return dict(worker)
+        raise WorkerProcessError(f"the stack has no {pool} replica {index}")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        return self.process.stop(timeout)
+
+    def __enter__(self) -> StackProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

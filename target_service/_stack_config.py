@@ -113,9 +113,9 @@ class BreakerConfig(_Strict):
 class CanaryControllerConfig(_Strict):
     enabled: bool = True
     window: Duration = 30.0
-    min_requests: int = Field(default=20, ge=1)
+    min_requests: int = Field(default=10, ge=1)
     burn_rate_threshold: float = Field(
-        default=10.0, gt=0, description="roll back when the canary burns its budget this fast"
+        default=14.4, gt=0, description="roll back when the canary burns its budget this fast"
     )
     availability_target: float = Field(default=0.99, gt=0, lt=1)
     latency_threshold: Duration = 2.0

@@ -2,7 +2,10 @@
 
 ``stack up`` runs in the foreground. Children are started from the main thread with a parent-death
 signal, so even a SIGKILLed supervisor leaves no worker behind; a restarted worker gets the port it
-had, so the gateway (and any proxy in front of it) keeps reaching it. Each exit and restart is sent
+had, so the gateway (and any proxy in front of it) keeps reaching it. A warm standby worker (every
+import already paid, no model yet) waits on stdin; a restart hands it the dead worker's model and
+port, which brings a replica back in well under a second instead of a cold start's seconds, and a
+new standby is warmed behind it. Each exit and restart is sent
 to the gateway's event log. The state file (pids, ports, addresses) is rewritten atomically on
 every change and removed on the way out.
 """
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 STACK_SECRET_ENV = "ICHAOS_STACK_SECRET"
 _PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 5.0
+_STANDBY_PATIENCE_S = 15.0
 
 
 class StackError(ServiceError):
@@ -104,17 +108,22 @@ class Supervisor:
         self.token = os.environ.get(config.admin_token_env) or None
         self.secret = secrets.token_hex(16)
         self.stop = threading.Event()
-        self.exits: queue.Queue[Child] = queue.Queue()
-        self.announcements: queue.Queue[tuple[Child, dict[str, Any]]] = queue.Queue()
+        # Keyed by pid: a standby's process becomes a worker's without a new follower thread.
+        self.exits: queue.Queue[int] = queue.Queue()
+        self.announcements: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
+        self.by_pid: dict[int, Child] = {}
         self.workers: list[Child] = []
         self.gateway: Child | None = None
+        self.standby: Child | None = None
+        self.standbys = 0
         self.started = time.time()
 
     # children ------------------------------------------------------------------------------
-    def _worker_args(self, pool: PoolName, model: str) -> list[str]:
+    def _worker_args(self, model: str | None) -> list[str]:
         w = self.config.worker
         args = [
-            sys.executable, "-m", "target_service", "worker", "--model", model,
+            sys.executable, "-m", "target_service", "worker",
+            *(["--model", model] if model else []),
             "--registry", str(self.registry), "--device", w.device.value,
             "--max-batch-size", str(w.max_batch_size), "--max-wait-ms", str(w.max_wait * 1000),
             "--admin-token-env", self.config.admin_token_env,
@@ -126,16 +135,54 @@ class Supervisor:
         return args
 
     def _spawn(self, child: Child) -> None:
+        standby = self.standby
+        if child.pool is not None and standby is not None and standby.status == "standby":
+            self._assign(standby, child)
+            return
+        self._start(child)
+
+    def _assign(self, standby: Child, child: Child) -> None:
+        assert standby.proc is not None and standby.proc.stdin is not None
+        order = json.dumps({"model": child.model, "port": child.port}) + "\n"
+        try:
+            standby.proc.stdin.write(order)
+            standby.proc.stdin.close()
+        except OSError:  # it died meanwhile: start cold, and warm another one
+            self.standby = None
+            self._start(child)
+            self._warm_standby()
+            return
+        child.proc = standby.proc
+        child.log_path = standby.log_path
+        child.started_at = time.monotonic()
+        child.status = "starting"
+        child.restart_at = None
+        self.by_pid[child.proc.pid] = child
+        self.standby = None
+        self._warm_standby()
+
+    def _warm_standby(self) -> None:
+        self.standbys += 1
+        standby = Child(
+            name="standby",
+            args=[*self._worker_args(None), "--standby"],
+            log_path=self.log_dir / f"standby-{self.standbys}.log",
+        )
+        self.standby = standby
+        self._start(standby, stdin=True)
+
+    def _start(self, child: Child, *, stdin: bool = False) -> None:
         env = dict(os.environ)
         env[STACK_SECRET_ENV] = self.secret
         self.log_dir.mkdir(parents=True, exist_ok=True)
         stderr = child.log_path.open("a", encoding="utf-8")
         try:
+            port = [] if stdin else ["--port", str(child.port)]
             child.proc = subprocess.Popen(
-                [*child.args, "--port", str(child.port)],
+                [*child.args, *port],
                 stdout=subprocess.PIPE,
                 stderr=stderr,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 env=env,
                 text=True,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only async-signal-safe work
@@ -145,9 +192,10 @@ class Supervisor:
         child.started_at = time.monotonic()
         child.status = "starting"
         child.restart_at = None
-        threading.Thread(target=self._follow, args=(child, child.proc), daemon=True).start()
+        self.by_pid[child.proc.pid] = child
+        threading.Thread(target=self._follow, args=(child.proc,), daemon=True).start()
 
-    def _follow(self, child: Child, proc: subprocess.Popen[str]) -> None:
+    def _follow(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             try:
@@ -155,12 +203,15 @@ class Supervisor:
             except json.JSONDecodeError:
                 continue
             if isinstance(event, dict):
-                self.announcements.put((child, event))
+                self.announcements.put((proc.pid, event))
         proc.wait()
         proc.stdout.close()
-        self.exits.put(child)
+        self.exits.put(proc.pid)
 
-    def _handle_announcement(self, child: Child, event: dict[str, Any]) -> None:
+    def _handle_announcement(self, pid: int, event: dict[str, Any]) -> None:
+        child = self.by_pid.get(pid)
+        if child is None:
+            return
         kind = event.get("event")
         if kind == "listening":
             child.port = int(event["port"])
@@ -171,6 +222,8 @@ class Supervisor:
             child.status = "load_refused"
         elif kind == "device_lost":
             child.status = "device_lost"
+        elif kind == "standby":
+            child.status = "standby"
         child.announced[str(kind)] = event
         self.write_state()
 
@@ -185,17 +238,29 @@ class Supervisor:
                 waiting = [c.name for c in children if c.status not in statuses]
                 raise StackError(f"{', '.join(waiting)} did not reach {sorted(statuses)} in time")
             try:
-                child, event = self.announcements.get(timeout=min(remaining, 0.2))
+                pid, event = self.announcements.get(timeout=min(remaining, 0.2))
             except queue.Empty:
                 continue
-            self._handle_announcement(child, event)
+            self._handle_announcement(pid, event)
 
     def _drain_exits(self, *, starting: bool) -> None:
         while True:
             try:
-                child = self.exits.get_nowait()
+                pid = self.exits.get_nowait()
             except queue.Empty:
                 return
+            child = self.by_pid.pop(pid, None)
+            if child is None:
+                continue
+            if child is self.standby:
+                self.standby = None
+                if not self.stop.is_set():
+                    log.warning(
+                        "the standby worker exited (code %s); warming another",
+                        child.proc and child.proc.returncode,
+                    )
+                    self._warm_standby()
+                continue
             self._on_exit(child, starting=starting)
 
     # lifecycle -----------------------------------------------------------------------------
@@ -210,7 +275,7 @@ class Supervisor:
                 self.workers.append(
                     Child(
                         name=name,
-                        args=self._worker_args(pool, pool_config.model),
+                        args=self._worker_args(pool_config.model),
                         log_path=self.log_dir / f"{name}.log",
                         pool=pool,
                         index=index,
@@ -248,24 +313,30 @@ class Supervisor:
         self._wait_for([self.gateway], {"listening", "ready"}, timeout=60)
         self._wait_for(self.workers, {"ready", "load_refused"}, timeout=300)
         self._wait_for([self.gateway], {"ready"}, timeout=60)
+        # After the cold starts (it would only slow them down), and before announcing the stack
+        # ready: a failure right after start-up must recover as fast as any other.
+        self._warm_standby()
+        assert self.standby is not None
+        self._wait_for([self.standby], {"standby"}, timeout=120)
         self.write_state()
 
     def run(self) -> None:
         """Supervise until ``stop`` is set: restart exited children with capped backoff."""
         while not self.stop.is_set():
             try:
-                child, event = self.announcements.get(timeout=0.1)
-                self._handle_announcement(child, event)
+                pid, event = self.announcements.get(timeout=0.1)
+                self._handle_announcement(pid, event)
             except queue.Empty:
                 pass
             self._drain_exits(starting=False)
             now = time.monotonic()
             for child in self._children():
                 if child.restart_at is not None and now >= child.restart_at:
-                    self._restart(child)
+                    self._restart(child, now)
 
     def _children(self) -> list[Child]:
-        return [*self.workers, *([self.gateway] if self.gateway else [])]
+        extra = [c for c in (self.gateway, self.standby) if c is not None]
+        return [*self.workers, *extra]
 
     def _on_exit(self, child: Child, *, starting: bool) -> None:
         if self.stop.is_set() or child.proc is None:
@@ -305,7 +376,13 @@ class Supervisor:
         )
         self.write_state()
 
-    def _restart(self, child: Child) -> None:
+    def _restart(self, child: Child, now: float) -> None:
+        assert child.restart_at is not None
+        warming = self.standby is not None and self.standby.status == "starting"
+        if child.pool is not None and warming and now - child.restart_at < _STANDBY_PATIENCE_S:
+            # A cold start beside a warming standby slows both down on a small machine; the
+            # standby is seconds from ready, so take it when it is.
+            return
         child.restarts += 1
         self._spawn(child)
         self._tell_gateway(
@@ -339,6 +416,7 @@ class Supervisor:
             "registry": str(self.registry),
             "gateway": self.gateway.describe() if self.gateway else None,
             "workers": [w.describe() for w in self.workers],
+            "standby": self.standby.describe() if self.standby else None,
         }
         write_atomically(self.state_path, json.dumps(state, indent=2) + "\n")
 
@@ -410,7 +488,7 @@ def stop_stack(path: Path, timeout: float = 15.0) -> list[str]:
         if pid_alive(supervisor):
             os.kill(supervisor, signal.SIGKILL)
         stopped.append(f"supervisor (pid {supervisor})")
-    children = [state.get("gateway"), *state.get("workers", [])]
+    children = [state.get("gateway"), state.get("standby"), *state.get("workers", [])]
     for child in filter(None, children):
         pid = child.get("pid")
         if pid_alive(pid) and _is_ours(pid):

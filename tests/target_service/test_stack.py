@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from chaos import wait_until
+from target_service import StackProcess
 from tests.conftest import ADMIN_TOKEN, needs_service
 
 pytestmark = [pytest.mark.slow, needs_service]
@@ -44,34 +45,18 @@ restart: {initial_backoff: 100ms, max_backoff: 2s}
 """
 
 
-class Stack:
+class Stack(StackProcess):
+    """The running stack, with the admin calls the tests need."""
+
     def __init__(self, tmp: Path, registry: Path, config: str = STACK) -> None:
-        from target_service import WorkerProcess
-
-        self.config = tmp / "stack.yaml"
-        self.config.write_text(config)
-        self.state_path = tmp / "state" / "state.json"
+        path = tmp / "stack.yaml"
+        path.write_text(config)
         self.log = (tmp / "supervisor.log").open("w")
-        self.proc = WorkerProcess(
-            "",
-            registry,
-            command=[
-                sys.executable, "-m", "target_service", "stack", "up", "--config",
-                str(self.config), "--state", str(self.state_path), "--registry", str(registry),
-            ],
-            env={"ICHAOS_ADMIN_TOKEN": ADMIN_TOKEN},
-            stderr=self.log,
+        super().__init__(
+            path, tmp / "state" / "state.json", registry,
+            env={"ICHAOS_ADMIN_TOKEN": ADMIN_TOKEN}, stderr=self.log, timeout=240,
         )  # fmt: skip
-        self.url = str(self.proc.wait_for("stack_ready", timeout=240)["gateway"])
         self.http = httpx.Client(base_url=self.url, timeout=30)
-
-    def state(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.state_path.read_text())
-        return data
-
-    def worker(self, pool: str, index: int) -> dict[str, Any]:
-        found = [w for w in self.state()["workers"] if (w["pool"], w["index"]) == (pool, index)]
-        return found[0]
 
     def admin(self) -> dict[str, Any]:
         data: dict[str, Any] = self.http.get("/admin/state", headers=AUTH).json()
@@ -108,10 +93,11 @@ class Stack:
             with contextlib.suppress(httpx.HTTPError):
                 httpx.delete(f"{worker['url']}/admin/faults/all", headers=AUTH, timeout=5)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 20.0) -> int:
         self.http.close()
-        self.proc.stop(timeout=20)
+        code = super().stop(timeout)
         self.log.close()
+        return code
 
 
 @pytest.fixture(scope="module")

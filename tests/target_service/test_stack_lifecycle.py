@@ -27,7 +27,7 @@ pools:
 
 
 def pids(state: dict[str, Any]) -> list[int]:
-    children = [state["gateway"], *state["workers"]]
+    children = [state["gateway"], state["standby"], *state["workers"]]
     return [state["supervisor"]["pid"], *(int(c["pid"]) for c in children)]
 
 
