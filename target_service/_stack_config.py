@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from slo._duration import Duration
+from slo import Duration
 
 from . import __name__ as _package
 from ._engine import DevicePreference

@@ -1,0 +1,82 @@
+"""SLOs over a run's own request records: SLIs, error budgets, burn rates and multi-window,
+multi-burn-rate alerts, exactly and fast. Pure Python: no web or test framework.
+
+    slo = load_slo("slos/chat-availability.yaml")
+    result = evaluate(slo, records)          # records: RequestRecord, from the load generator
+    result.sli, result.consumed, result.window(300).burn_rate, result.alerts()
+"""
+
+from ._alerts import AlertInterval, AlertResult
+from ._classify import Verdict
+from ._compute import Evaluation, WindowStats, evaluate
+from ._duration import Duration, format_duration, parse_duration
+from ._errors import EvaluationError, Problem, SLOError, SLOFileError
+from ._events import Slice
+from ._extrapolate import Extrapolation
+from ._models import (
+    DEFAULT_BAD,
+    SLI,
+    SLO,
+    TTFTSLI,
+    AvailabilitySLI,
+    BudgetingMethod,
+    DegradedSLI,
+    EmptySlices,
+    FailurePolicy,
+    LatencySLI,
+    Occurrences,
+    Op,
+    PeriodKind,
+    SLIKind,
+    StatusPattern,
+    Timeslices,
+)
+from ._openslo import UNSUPPORTED as OPENSLO_UNSUPPORTED
+from ._parse import load_slo, load_slos, parse_slo, parse_slos
+from ._records import RecordSet, RequestRecord
+from ._rules import DEFAULT_RULES, BurnRateRule, Severity, default_rules
+
+__all__ = [
+    "DEFAULT_BAD",
+    "DEFAULT_RULES",
+    "OPENSLO_UNSUPPORTED",
+    "SLI",
+    "SLO",
+    "TTFTSLI",
+    "AlertInterval",
+    "AlertResult",
+    "AvailabilitySLI",
+    "BudgetingMethod",
+    "BurnRateRule",
+    "DegradedSLI",
+    "Duration",
+    "EmptySlices",
+    "Evaluation",
+    "EvaluationError",
+    "Extrapolation",
+    "FailurePolicy",
+    "LatencySLI",
+    "Occurrences",
+    "Op",
+    "PeriodKind",
+    "Problem",
+    "RecordSet",
+    "RequestRecord",
+    "SLIKind",
+    "SLOError",
+    "SLOFileError",
+    "Severity",
+    "Slice",
+    "StatusPattern",
+    "Timeslices",
+    "Verdict",
+    "WindowStats",
+    "default_rules",
+    "evaluate",
+    "format_duration",
+    "load_slo",
+    "load_slos",
+    "parse_duration",
+    "parse_slo",
+    "parse_slos",
+]

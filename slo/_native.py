@@ -1,0 +1,53 @@
+"""The ichaos SLO document, exactly as written in a file."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ._base import Model
+from ._issues import DocumentInvalid, Issue
+from ._models import SLI, SLO, Budgeting, Occurrences, Period, percent_to_fraction
+from ._rules import BurnRateRule
+
+
+class NativeDocument(Model):
+    """An SLO file: like ``SLO``, but the target may be given as ``targetPercent``."""
+
+    api_version: Literal["ichaos/v1"] | None = None
+    kind: Literal["SLO"] | None = None
+    name: str = Field(min_length=1)
+    description: str | None = None
+    sli: SLI
+    target: float | None = Field(default=None, ge=0, lt=1)
+    target_percent: float | None = Field(default=None, ge=0, lt=100)
+    period: Period
+    budgeting: Budgeting = Occurrences()
+    alerts: tuple[BurnRateRule, ...] | None = None
+
+    def to_slo(self) -> SLO:
+        return SLO(
+            name=self.name,
+            description=self.description,
+            sli=self.sli,
+            target=resolve_target(self.target, self.target_percent, ()),
+            period=self.period,
+            budgeting=self.budgeting,
+            alerts=self.alerts,
+        )
+
+
+def resolve_target(target: float | None, percent: float | None, at: tuple[str | int, ...]) -> float:
+    """The one target given, as a fraction; ``at`` locates the object holding both."""
+    if target is not None and percent is not None:
+        raise DocumentInvalid(
+            [Issue((*at, "targetPercent"), "give target or targetPercent, not both")]
+        )
+    if percent is not None:
+        return percent_to_fraction(percent)
+    if target is None:
+        raise DocumentInvalid(
+            [Issue((*at, "target"), "required field is missing (or give targetPercent)")]
+        )
+    return target

@@ -1,0 +1,184 @@
+"""Reading SLO files: YAML → validated ``SLO`` models, with errors that name the file, the
+line and the field.
+
+The YAML is composed into a node tree first, so a path from a validation error can be
+walked back to the line it came from. A file holds one or more documents (``---``), each an
+ichaos SLO or an OpenSLO v1 ``kind: SLO``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ._errors import Problem, SLOFileError
+from ._issues import DocumentInvalid, Issue, Loc, issues_from
+from ._models import SLO
+from ._native import NativeDocument
+from ._openslo import OpenSLODocument, header_issues
+
+
+def load_slos(path: str | os.PathLike[str]) -> list[SLO]:
+    """Every SLO in a YAML file. Raises ``SLOFileError`` listing every problem found."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SLOFileError([Problem(source, None, "", f"cannot read: {exc}")]) from exc
+    return parse_slos(text, source=source)
+
+
+def load_slo(path: str | os.PathLike[str]) -> SLO:
+    """The one SLO in a YAML file (more than one is an error)."""
+    return _only(load_slos(path), os.fspath(path))
+
+
+def parse_slo(text: str, *, source: str = "<string>") -> SLO:
+    """The one SLO in YAML ``text``; ``source`` names it in errors."""
+    return _only(parse_slos(text, source=source), source)
+
+
+def parse_slos(text: str, *, source: str = "<string>") -> list[SLO]:
+    """Every SLO in YAML ``text``; ``source`` names it in errors."""
+    try:
+        documents = _compose(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = None if mark is None else mark.line + 1
+        reason = exc.problem or exc.context or "malformed"
+        raise SLOFileError([Problem(source, line, "", f"invalid YAML: {reason}")]) from exc
+    except yaml.YAMLError as exc:
+        raise SLOFileError([Problem(source, None, "", f"invalid YAML: {exc}")]) from exc
+    if not documents:
+        raise SLOFileError([Problem(source, None, "", "no SLO document in the file")])
+    slos: list[SLO] = []
+    problems: list[Problem] = []
+    for node, data in documents:
+        duplicates = _duplicate_keys(source, node)
+        if duplicates:
+            problems.extend(duplicates)
+            continue
+        try:
+            slos.append(_document(data))
+        except DocumentInvalid as exc:
+            problems.extend(_located(source, node, exc.issues))
+    if problems:
+        raise SLOFileError(problems)
+    names = [slo.name for slo in slos]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise SLOFileError([Problem(source, None, "name", f"SLO names repeat: {repeated}")])
+    return slos
+
+
+def _only(slos: list[SLO], source: str) -> SLO:
+    if len(slos) != 1:
+        message = f"expected one SLO document, found {len(slos)}: use load_slos for several"
+        raise SLOFileError([Problem(source, None, "", message)])
+    return slos[0]
+
+
+def _compose(text: str) -> list[tuple[yaml.Node, Any]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        documents = []
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None:
+                documents.append((node, loader.construct_document(node)))
+        return documents
+    finally:
+        loader.dispose()
+
+
+def _document(data: Any) -> SLO:
+    if not isinstance(data, dict):
+        raise DocumentInvalid([Issue((), "an SLO document must be a mapping of fields")])
+    api_version = data.get("apiVersion")
+    is_openslo = isinstance(api_version, str) and api_version.lower().startswith("openslo")
+    schema: type[NativeDocument | OpenSLODocument] = (
+        OpenSLODocument if is_openslo else NativeDocument
+    )
+    if is_openslo:
+        # Another version or kind has another shape: say so rather than list its fields.
+        wrong = header_issues(api_version, data.get("kind"))
+        if wrong:
+            raise DocumentInvalid(wrong)
+    try:
+        document = schema.model_validate(data, context={"file": True})
+    except ValidationError as exc:
+        raise DocumentInvalid(issues_from(exc)) from exc
+    return document.to_slo()
+
+
+def _duplicate_keys(
+    source: str, node: yaml.Node, parts: tuple[str | int, ...] = ()
+) -> list[Problem]:
+    """PyYAML keeps the last of two equal keys without a word; a second ``target:`` is
+    almost always a mistake, so it is an error here."""
+    found: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            if name in seen:
+                line = key.start_mark.line + 1
+                found.append(Problem(source, line, _field([*parts, name]), "duplicate key"))
+            seen.add(name)
+            found.extend(_duplicate_keys(source, value, (*parts, name)))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found.extend(_duplicate_keys(source, item, (*parts, index)))
+    return found
+
+
+def _located(source: str, root: yaml.Node, issues: list[Issue]) -> list[Problem]:
+    problems = []
+    for issue in issues:
+        line, field = _locate(root, issue.loc)
+        problems.append(Problem(source, line, field, issue.message))
+    return problems
+
+
+def _locate(root: yaml.Node, loc: Loc) -> tuple[int, str]:
+    """The line of the deepest node ``loc`` reaches, and ``loc`` as a dotted field path.
+
+    Parts that match nothing in the document are discriminated-union tags that pydantic adds
+    (``sli.latency.threshold``) and are dropped, except the last one: a missing field.
+    """
+    node: yaml.Node | None = root
+    line = root.start_mark.line + 1
+    parts: list[str | int] = []
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        child = _child(node, part)
+        if child is not None:
+            key_line, node = child
+            line = key_line
+            parts.append(part)
+        elif last or isinstance(part, int) or node is None:
+            parts.append(part)
+            node = None
+    return line, _field(parts)
+
+
+def _child(node: yaml.Node | None, part: str | int) -> tuple[int, yaml.Node] | None:
+    if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == part:
+                return key.start_mark.line + 1, value
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        item = node.value[part]
+        return item.start_mark.line + 1, item
+    return None
+
+
+def _field(parts: list[str | int] | tuple[str | int, ...]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
