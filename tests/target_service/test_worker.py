@@ -89,8 +89,10 @@ def test_streaming_delivers_tokens_one_event_at_a_time(client: httpx.Client) -> 
     assert len(tokens) >= 2
     assert [data["index"] for data, _ in tokens] == list(range(len(tokens)))
     assert "".join(data["text"] for data, _ in tokens) == done["text"]
-    # The first token was in the client's hands while later ones were still being generated.
-    assert done_at - tokens[0][1] >= 0.06 * (len(tokens) - 1)
+    # The first token was in the client's hands while later ones were still being generated:
+    # 60 ms a step apart at the server, and at least half of that at the client, whose reads
+    # jitter. A reply buffered until the end would show them all at once.
+    assert done_at - tokens[0][1] >= 0.03 * (len(tokens) - 1)
 
 
 def test_concurrent_requests_are_batched(client: httpx.Client, worker: Any) -> None:
