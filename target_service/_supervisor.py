@@ -40,6 +40,7 @@ STACK_SECRET_ENV = "ICHAOS_STACK_SECRET"
 _PR_SET_PDEATHSIG = 1
 _STOP_GRACE_S = 5.0
 _STANDBY_PATIENCE_S = 15.0
+_STANDBY_ATTEMPTS = 3
 
 
 class StackError(ServiceError):
@@ -116,6 +117,7 @@ class Supervisor:
         self.gateway: Child | None = None
         self.standby: Child | None = None
         self.standbys = 0
+        self.standby_failures = 0
         self.started = time.time()
 
     # children ------------------------------------------------------------------------------
@@ -224,6 +226,7 @@ class Supervisor:
             child.status = "device_lost"
         elif kind == "standby":
             child.status = "standby"
+            self.standby_failures = 0
         child.announced[str(kind)] = event
         self.write_state()
 
@@ -254,12 +257,17 @@ class Supervisor:
                 continue
             if child is self.standby:
                 self.standby = None
-                if not self.stop.is_set():
-                    log.warning(
-                        "the standby worker exited (code %s); warming another",
-                        child.proc and child.proc.returncode,
-                    )
-                    self._warm_standby()
+                self.standby_failures += 1
+                code = child.proc.returncode if child.proc else None
+                if self.stop.is_set():
+                    continue
+                if self.standby_failures >= _STANDBY_ATTEMPTS:
+                    # Something stops it from ever getting ready: restarts go cold from now on.
+                    log.error("standby worker failed %d times (last code %s); see %s",
+                              self.standby_failures, code, child.log_path)  # fmt: skip
+                    continue
+                log.warning("the standby worker exited (code %s); warming another", code)
+                self._warm_standby()
                 continue
             self._on_exit(child, starting=starting)
 
