@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from ._engine import DevicePreference
 from ._errors import IntegrityError, ModelNotFoundError, ServiceError
@@ -16,37 +17,31 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 DEFAULT_TOKEN_ENV = "ICHAOS_ADMIN_TOKEN"
+T = TypeVar("T", int, float)
 DEFAULT_STATE = Path(".ichaos") / "stack" / "state.json"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
+def _bounded(
+    convert: Callable[[str], T], what: str, low: T, high: T | None = None, note: str = ""
+) -> Callable[[str], T]:
+    """An argparse type: ``convert`` the text, then check it lies in ``low..high``."""
+
+    def parse(text: str) -> T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"{value} must be {bounds}{note}")
+        return value
+
+    return parse
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not in 0..65535 (0 lets the OS choose)")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must not be negative")
-    return value
+_positive_int = _bounded(int, "an integer", 1)
+_port = _bounded(int, "a port number", 0, 65535, " (0 lets the OS choose)")
+_non_negative_float = _bounded(float, "a number", 0.0)
 
 
 def _add_registry(parser: argparse.ArgumentParser) -> None:

@@ -43,12 +43,13 @@ def test_setup_twice_skips_what_is_there(built_registry: Path, tmp_path: Path) -
             shutil.copy2(found, bin_dir / name)
         (bin_dir / "toxiproxy.version").write_text("v2.12.0\n")
     env["ICHAOS_BIN_DIR"] = str(bin_dir)
-    for _ in range(2):
-        done = dev("setup", env=env)
-        assert done.returncode == 0, done.stderr
-        assert "installing" not in done.stderr
-        assert "building toxiproxy" not in done.stderr
-        assert "primary:v1: intact, kept" in done.stdout
+    first = dev("setup", env=env)  # may build toxiproxy when the suite has none on PATH
+    assert first.returncode == 0, first.stderr
+    again = dev("setup", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "installing" not in again.stderr
+    assert "building toxiproxy" not in again.stderr
+    assert "primary:v1: intact, kept" in again.stdout
     assert (bin_dir / "toxiproxy-server").is_file()
 
 
