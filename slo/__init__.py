@@ -32,7 +32,14 @@ from ._models import (
     Timeslices,
 )
 from ._openslo import UNSUPPORTED as OPENSLO_UNSUPPORTED
-from ._parse import load_slo, load_slos, parse_slo, parse_slos
+from ._parse import (
+    load_slo,
+    load_slos,
+    load_yaml_document,
+    parse_slo,
+    parse_slos,
+    parse_yaml_document,
+)
 from ._records import RecordSet, RequestRecord
 from ._rules import DEFAULT_RULES, BurnRateRule, Severity, default_rules
 
@@ -76,7 +83,9 @@ __all__ = [
     "format_duration",
     "load_slo",
     "load_slos",
+    "load_yaml_document",
     "parse_duration",
     "parse_slo",
     "parse_slos",
+    "parse_yaml_document",
 ]

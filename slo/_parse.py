@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ._errors import Problem, SLOFileError
 from ._issues import DocumentInvalid, Issue, Loc, issues_from
@@ -44,15 +44,7 @@ def parse_slo(text: str, *, source: str = "<string>") -> SLO:
 
 def parse_slos(text: str, *, source: str = "<string>") -> list[SLO]:
     """Every SLO in YAML ``text``; ``source`` names it in errors."""
-    try:
-        documents = _compose(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = None if mark is None else mark.line + 1
-        reason = exc.problem or exc.context or "malformed"
-        raise SLOFileError([Problem(source, line, "", f"invalid YAML: {reason}")]) from exc
-    except yaml.YAMLError as exc:
-        raise SLOFileError([Problem(source, None, "", f"invalid YAML: {exc}")]) from exc
+    documents = _compose_or_raise(text, source)
     if not documents:
         raise SLOFileError([Problem(source, None, "", "no SLO document in the file")])
     slos: list[SLO] = []
@@ -73,6 +65,57 @@ def parse_slos(text: str, *, source: str = "<string>") -> list[SLO]:
     if repeated:
         raise SLOFileError([Problem(source, None, "name", f"SLO names repeat: {repeated}")])
     return slos
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_yaml_document(
+    path: str | os.PathLike[str], model: type[M], *, context: dict[str, Any] | None = None
+) -> M:
+    """One YAML document from a file, validated into ``model``: the same errors as SLO files
+    (file, line and field for every problem; duplicate keys refused). Other ichaos files —
+    stack files, scenarios — are read with it."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SLOFileError([Problem(source, None, "", f"cannot read: {exc}")]) from exc
+    return parse_yaml_document(text, model, source=source, context=context)
+
+
+def parse_yaml_document(
+    text: str, model: type[M], *, source: str = "<string>", context: dict[str, Any] | None = None
+) -> M:
+    """Like :func:`load_yaml_document`, from text; an empty document validates as ``{}``.
+    ``context`` reaches the model's validators; ``{"file": True}`` is always in it."""
+    documents = _compose_or_raise(text, source)
+    if len(documents) > 1:
+        raise SLOFileError([Problem(source, None, "", "expected one YAML document, found several")])
+    node, data = documents[0] if documents else (None, None)
+    if node is not None and (duplicates := _duplicate_keys(source, node)):
+        raise SLOFileError(duplicates)
+    try:
+        return model.model_validate(data or {}, context={**(context or {}), "file": True})
+    except ValidationError as exc:
+        issues = issues_from(exc)
+        if node is None:
+            raise SLOFileError(
+                [Problem(source, None, _field(i.loc), i.message) for i in issues]
+            ) from exc
+        raise SLOFileError(_located(source, node, issues)) from exc
+
+
+def _compose_or_raise(text: str, source: str) -> list[tuple[yaml.Node, Any]]:
+    try:
+        return _compose(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = None if mark is None else mark.line + 1
+        reason = exc.problem or exc.context or "malformed"
+        raise SLOFileError([Problem(source, line, "", f"invalid YAML: {reason}")]) from exc
+    except yaml.YAMLError as exc:
+        raise SLOFileError([Problem(source, None, "", f"invalid YAML: {exc}")]) from exc
 
 
 def _only(slos: list[SLO], source: str) -> SLO:

@@ -168,23 +168,12 @@ def default_stack_file() -> Path:
 
 
 def load_stack_config(path: Path) -> StackConfig:
-    """Read and validate a stack file; errors name the file and the field."""
-    import yaml
-    from pydantic import ValidationError
+    """Read and validate a stack file; every problem is named by file, line and field."""
+    from slo import SLOFileError, load_yaml_document
 
     from ._errors import ServiceError
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ServiceError(f"{path}: cannot read the stack file: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ServiceError(f"{path}: invalid YAML: {exc}") from exc
-    try:
-        return StackConfig.model_validate(data or {}, context={"file": True})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(document)'}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ServiceError(f"{path}: invalid stack file: {problems}") from exc
+        return load_yaml_document(path, StackConfig)
+    except SLOFileError as exc:
+        raise ServiceError(f"invalid stack file:\n{exc}") from exc

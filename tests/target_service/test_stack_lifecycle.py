@@ -96,7 +96,7 @@ def test_bad_stack_files_are_refused_before_anything_starts(
                      env={"ICHAOS_ADMIN_TOKEN": ADMIN_TOKEN})  # fmt: skip
     assert done.returncode == 2
     assert message in done.stderr
-    assert str(config) in done.stderr
+    assert f"{config}:1" in done.stderr  # file and line
     assert "Traceback" not in done.stderr
     assert not state.exists()
 
