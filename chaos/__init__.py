@@ -3,6 +3,16 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._errors import HarnessError, WaitTimeout
+from ._toxiproxy import (
+    Proxy,
+    Stream,
+    Toxic,
+    ToxicType,
+    ToxiproxyClient,
+    ToxiproxyError,
+    ToxiproxyServer,
+    ToxiproxyUnavailable,
+)
 from ._wait import wait_until
 
 try:
@@ -10,4 +20,17 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["HarnessError", "WaitTimeout", "__version__", "wait_until"]
+__all__ = [
+    "HarnessError",
+    "Proxy",
+    "Stream",
+    "Toxic",
+    "ToxicType",
+    "ToxiproxyClient",
+    "ToxiproxyError",
+    "ToxiproxyServer",
+    "ToxiproxyUnavailable",
+    "WaitTimeout",
+    "__version__",
+    "wait_until",
+]
