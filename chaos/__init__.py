@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._errors import HarnessError, WaitTimeout
+from ._shapes import Arrivals, Constant, Ramp, Shape, Spike, Step, expected_count, schedule
 from ._toxiproxy import (
     Proxy,
     Stream,
@@ -21,8 +22,14 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "Arrivals",
+    "Constant",
     "HarnessError",
     "Proxy",
+    "Ramp",
+    "Shape",
+    "Spike",
+    "Step",
     "Stream",
     "Toxic",
     "ToxicType",
@@ -32,5 +39,7 @@ __all__ = [
     "ToxiproxyUnavailable",
     "WaitTimeout",
     "__version__",
+    "expected_count",
+    "schedule",
     "wait_until",
 ]
