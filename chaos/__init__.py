@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._errors import HarnessError, WaitTimeout
+from ._loadgen import GeneratorHealth, LoadGenerator, LoadRecord, LoadResult, RequestSpec
 from ._shapes import Arrivals, Constant, Ramp, Shape, Spike, Step, expected_count, schedule
 from ._toxiproxy import (
     Proxy,
@@ -24,9 +25,14 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 __all__ = [
     "Arrivals",
     "Constant",
+    "GeneratorHealth",
     "HarnessError",
+    "LoadGenerator",
+    "LoadRecord",
+    "LoadResult",
     "Proxy",
     "Ramp",
+    "RequestSpec",
     "Shape",
     "Spike",
     "Step",

@@ -1,0 +1,261 @@
+"""The open-loop load generator: requests leave on a precomputed schedule, whatever the target does.
+
+Latency is measured from the *scheduled* send time, so a stalled target cannot hide its stall by
+slowing the generator down (no coordinated omission). A start later than ``late_after`` counts as
+late; a start refused because ``max_in_flight`` requests are already out counts as dropped. The
+generator reports its own schedule lag and CPU use and calls the run invalid when it, not the
+target, was the bottleneck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from slo import RequestRecord
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    body: dict[str, Any]
+    stream: bool = False
+    path: str = "/v1/generate"
+
+
+@dataclass
+class LoadRecord:
+    """One request. Times are seconds from the start of the run (monotonic)."""
+
+    index: int
+    scheduled: float
+    sent: float = math.nan
+    first_byte: float | None = None
+    first_token: float | None = None
+    end: float | None = None
+    status: int | None = None
+    error: str | None = None
+    model: str | None = None
+    version: str | None = None
+    degraded: bool = False
+    tokens: int = 0
+    gaps: list[float] = field(default_factory=list)  # between streamed tokens
+
+    @property
+    def lag(self) -> float:
+        return self.sent - self.scheduled
+
+    @property
+    def latency_s(self) -> float | None:
+        return None if self.end is None else self.end - self.scheduled
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token is None else self.first_token - self.scheduled
+
+    def to_slo(self) -> RequestRecord:
+        return RequestRecord(
+            self.scheduled,
+            status=self.status,
+            latency_s=self.latency_s,
+            ttft_s=self.ttft_s,
+            degraded=self.degraded,
+            error=self.error,
+        )
+
+
+@dataclass(frozen=True)
+class GeneratorHealth:
+    scheduled: int
+    started: int
+    late: int
+    dropped: int
+    lag_p50_ms: float
+    lag_p99_ms: float
+    lag_max_ms: float
+    cpu_share: float  # process CPU seconds per wall second, over the run
+    reasons: tuple[str, ...]
+
+    @property
+    def valid(self) -> bool:
+        return not self.reasons
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    records: list[LoadRecord]
+    health: GeneratorHealth
+    started_wall: float  # Unix time of the run's t = 0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def _classify(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect"
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return "reset"
+    return "transport"
+
+
+class LoadGenerator:
+    def __init__(
+        self,
+        url: str,
+        schedule: list[float],
+        request: Callable[[int], RequestSpec],
+        *,
+        timeout_s: float = 30.0,
+        max_in_flight: int = 1000,
+        late_after_s: float = 0.005,
+        max_lag_p99_s: float = 0.010,
+        max_cpu_share: float = 0.9,
+        on_record: Callable[[LoadRecord], None] | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.schedule = schedule
+        self.request = request
+        self.timeout_s = timeout_s
+        self.max_in_flight = max_in_flight
+        self.late_after_s = late_after_s
+        self.max_lag_p99_s = max_lag_p99_s
+        self.max_cpu_share = max_cpu_share
+        self.on_record = on_record
+
+    async def run(self, stop: asyncio.Event | None = None) -> LoadResult:
+        loop = asyncio.get_running_loop()
+        limits = httpx.Limits(max_connections=self.max_in_flight, max_keepalive_connections=256)
+        records: list[LoadRecord] = []
+        dropped = 0
+        in_flight: set[asyncio.Task[None]] = set()
+        async with httpx.AsyncClient(base_url=self.url, limits=limits, timeout=None) as client:
+            started_wall = time.time()
+            start = loop.time()
+            cpu_start = time.process_time()
+            for index, offset in enumerate(self.schedule):
+                if stop is not None and stop.is_set():
+                    break
+                delay = start + offset - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                record = LoadRecord(index, offset, sent=loop.time() - start)
+                records.append(record)
+                if len(in_flight) >= self.max_in_flight:
+                    dropped += 1
+                    record.error = "dropped"
+                    continue
+                task = asyncio.create_task(self._send(client, record, start))
+                in_flight.add(task)
+                task.add_done_callback(in_flight.discard)
+            if in_flight:
+                await asyncio.gather(*in_flight)
+            wall = max(loop.time() - start, 1e-9)
+            cpu_share = (time.process_time() - cpu_start) / wall
+        return LoadResult(records, self._health(records, dropped, cpu_share), started_wall)
+
+    def _health(self, records: list[LoadRecord], dropped: int, cpu: float) -> GeneratorHealth:
+        lags = [r.lag for r in records if r.error != "dropped"]
+        p99 = _percentile(lags, 99)
+        reasons = []
+        if dropped:
+            reasons.append(f"{dropped} requests dropped at the in-flight limit")
+        if p99 > self.max_lag_p99_s:
+            reasons.append(f"schedule lag p99 {p99 * 1000:.1f} ms > {self.max_lag_p99_s * 1000:g}")
+        if cpu > self.max_cpu_share:
+            reasons.append(f"generator CPU {cpu:.0%} of a core > {self.max_cpu_share:.0%}")
+        return GeneratorHealth(
+            scheduled=len(self.schedule),
+            started=len(lags),
+            late=sum(1 for lag in lags if lag > self.late_after_s),
+            dropped=dropped,
+            lag_p50_ms=_percentile(lags, 50) * 1000,
+            lag_p99_ms=p99 * 1000,
+            lag_max_ms=max(lags, default=0.0) * 1000,
+            cpu_share=cpu,
+            reasons=tuple(reasons),
+        )
+
+    async def _send(self, client: httpx.AsyncClient, record: LoadRecord, start: float) -> None:
+        loop = asyncio.get_running_loop()
+        spec = self.request(record.index)
+
+        def now() -> float:
+            return loop.time() - start
+
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if spec.stream:
+                    await self._stream(client, spec, record, now)
+                else:
+                    response = await client.post(spec.path, json=spec.body)
+                    record.first_byte = now()
+                    record.status = response.status_code
+                    self._summary(record, _json(response))
+        except (TimeoutError, httpx.HTTPError) as exc:
+            record.error = _classify(exc)
+        record.end = now()
+        if self.on_record is not None:
+            self.on_record(record)
+
+    async def _stream(
+        self,
+        client: httpx.AsyncClient,
+        spec: RequestSpec,
+        record: LoadRecord,
+        now: Callable[[], float],
+    ) -> None:
+        body = {**spec.body, "stream": True}
+        async with client.stream("POST", spec.path, json=body) as response:
+            record.first_byte = now()
+            record.status = response.status_code
+            if response.status_code != 200:
+                await response.aread()
+                self._summary(record, _json(response))
+                return
+            event = "message"
+            last_token: float | None = None
+            async for line in response.aiter_lines():
+                if line.startswith("event:"):
+                    event = line.partition(":")[2].strip()
+                elif line.startswith("data:"):
+                    if event == "token":
+                        at = now()
+                        if last_token is None:
+                            record.first_token = at
+                        else:
+                            record.gaps.append(at - last_token)
+                        last_token = at
+                    elif event == "done":
+                        self._summary(record, json.loads(line.partition(":")[2]))
+                    elif event == "error":
+                        record.error = "stream"
+
+    @staticmethod
+    def _summary(record: LoadRecord, data: dict[str, Any] | None) -> None:
+        if not data:
+            return
+        record.model = data.get("model")
+        record.version = data.get("version")
+        record.degraded = bool(data.get("degraded", False))
+        record.tokens = int(data.get("tokens", 0) or 0)
+
+
+def _json(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

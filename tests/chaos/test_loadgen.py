@@ -1,0 +1,168 @@
+"""The open-loop load generator against a real loopback HTTP server (uvicorn in a thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from chaos import Constant, LoadGenerator, RequestSpec, schedule, wait_until
+
+
+class Target:
+    """A model-server-shaped endpoint whose stalls and failures the test controls."""
+
+    def __init__(self) -> None:
+        self.stall_until = 0.0  # time.monotonic() before which every answer waits
+        self.status = 200
+
+    async def generate(self, request: Request) -> Response:
+        body = await request.json()
+        wait = self.stall_until - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if self.status != 200:
+            return JSONResponse({"error": {"type": "boom"}}, status_code=self.status)
+        summary = {"text": "a b c", "model": "m", "version": "v1", "tokens": 3, "degraded": True}
+        if not body.get("stream"):
+            return JSONResponse(summary)
+
+        async def events() -> AsyncIterator[bytes]:
+            for index, text in enumerate(["a", " b", " c"]):
+                data = json.dumps({"index": index, "text": text})
+                yield f"event: token\ndata: {data}\n\n".encode()
+                await asyncio.sleep(0.02)
+            yield f"event: done\ndata: {json.dumps(summary)}\n\n".encode()
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[tuple[str, Target]]:
+    state = Target()
+    app = Starlette(routes=[Route("/v1/generate", state.generate, methods=["POST"])])
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout=10, message="test server started")
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", state
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def plain(_index: int) -> RequestSpec:
+    return RequestSpec({"prompt": "hi", "max_new_tokens": 3})
+
+
+def test_every_scheduled_request_is_sent_and_recorded(target: tuple[str, Target]) -> None:
+    url, _ = target
+    times = schedule(Constant(100), 1.0)
+    result = asyncio.run(LoadGenerator(url, times, plain).run())
+    assert [r.scheduled for r in result.records] == times
+    assert all(r.status == 200 and r.error is None for r in result.records)
+    assert all(r.model == "m" and r.degraded and r.tokens == 3 for r in result.records)
+    health = result.health
+    assert (health.scheduled, health.started, health.dropped) == (100, 100, 0)
+    assert all(r.lag >= 0 and r.latency_s is not None and r.latency_s > 0 for r in result.records)
+    slo = result.records[5].to_slo()
+    assert (slo.timestamp, slo.status, slo.degraded) == (times[5], 200, True)
+
+
+def test_a_stalled_target_does_not_stall_the_schedule(target: tuple[str, Target]) -> None:
+    url, state = target
+    times = schedule(Constant(50), 2.0)
+    stall = 1.0
+
+    async def run() -> tuple[Any, float]:
+        generator = LoadGenerator(url, times, plain)
+        task = asyncio.create_task(generator.run())
+        await asyncio.sleep(0.5)
+        state.stall_until = time.monotonic() + stall
+        stall_started = asyncio.get_running_loop().time()
+        result = await task
+        return result, stall_started
+
+    try:
+        result, _ = asyncio.run(run())
+    finally:
+        state.stall_until = 0.0
+    assert len(result.records) == len(times) and all(r.status == 200 for r in result.records)
+    # Open loop: requests kept leaving on schedule during the stall...
+    assert result.health.dropped == 0
+    during = [r for r in result.records if 0.6 <= r.scheduled <= 1.4]
+    assert len(during) == pytest.approx(40, abs=1)
+    # ...and each one's latency counts from its scheduled time, so the stall is measured in
+    # full: the ones scheduled early in it waited for most of it.
+    early = [r for r in during if r.scheduled <= 0.8]
+    assert all(r.latency_s is not None and r.latency_s >= 0.6 for r in early)
+    late = [r for r in result.records if r.scheduled >= 1.7]
+    assert max(r.latency_s or 0 for r in late) < min(r.latency_s or 0 for r in early)
+
+
+def test_streaming_records_time_to_first_token_and_gaps(target: tuple[str, Target]) -> None:
+    url, _ = target
+
+    def streamed(_index: int) -> RequestSpec:
+        return RequestSpec({"prompt": "hi", "max_new_tokens": 3}, stream=True)
+
+    result = asyncio.run(LoadGenerator(url, schedule(Constant(20), 0.5), streamed).run())
+    for record in result.records:
+        assert record.status == 200 and record.error is None
+        assert record.ttft_s is not None and record.latency_s is not None
+        assert 0 < record.ttft_s < record.latency_s
+        # The server sleeps 20 ms between tokens; client reads jitter by a little.
+        assert len(record.gaps) == 2 and all(g >= 0.01 for g in record.gaps)
+        assert record.to_slo().ttft_s == record.ttft_s
+
+
+def test_failures_are_classified(target: tuple[str, Target]) -> None:
+    url, state = target
+    state.status = 503
+    try:
+        result = asyncio.run(LoadGenerator(url, [0.0, 0.01], plain).run())
+    finally:
+        state.status = 200
+    assert [(r.status, r.error) for r in result.records] == [(503, None), (503, None)]
+
+    state.stall_until = time.monotonic() + 5
+    try:
+        timed_out = asyncio.run(LoadGenerator(url, [0.0], plain, timeout_s=0.2).run())
+    finally:
+        state.stall_until = 0.0
+    assert timed_out.records[0].error == "timeout"
+    assert timed_out.records[0].to_slo().status is None
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    refused = asyncio.run(LoadGenerator(nowhere, [0.0], plain).run())
+    assert refused.records[0].error == "connect"
+
+
+def test_in_flight_limit_drops_and_marks_the_run_invalid(target: tuple[str, Target]) -> None:
+    url, state = target
+    state.stall_until = time.monotonic() + 1.0
+    try:
+        result = asyncio.run(
+            LoadGenerator(url, schedule(Constant(100), 0.3), plain, max_in_flight=5).run()
+        )
+    finally:
+        state.stall_until = 0.0
+    assert result.health.dropped == 25
+    assert sum(1 for r in result.records if r.error == "dropped") == 25
+    assert not result.health.valid
+    assert "25 requests dropped" in result.health.reasons[0]
