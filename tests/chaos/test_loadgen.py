@@ -124,8 +124,14 @@ def test_streaming_records_time_to_first_token_and_gaps(target: tuple[str, Targe
         assert record.status == 200 and record.error is None
         assert record.ttft_s is not None and record.latency_s is not None
         assert 0 < record.ttft_s < record.latency_s
-        # The server sleeps 20 ms between tokens; client reads jitter by a little.
-        assert len(record.gaps) == 2 and all(g >= 0.01 for g in record.gaps)
+        assert len(record.gaps) == 2 and all(g >= 0 for g in record.gaps)
+        # The server sleeps 20 ms between tokens, so the last token cannot reach the client
+        # sooner than 40 ms after the request left. Individual gaps are not bounded: when the
+        # client's reads are delayed (this test's server shares the GIL), tokens arrive bunched.
+        assert record.first_token is not None
+        last_token = record.first_token + sum(record.gaps)
+        assert last_token - record.sent >= 0.04
+        assert record.end is not None and last_token <= record.end + 1e-6
         assert record.to_slo().ttft_s == record.ttft_s
 
 
