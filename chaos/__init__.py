@@ -2,7 +2,19 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._errors import HarnessError, WaitTimeout
+from ._errors import ApplyError, HarnessError, InjectionError, RevertError, WaitTimeout
+from ._injectors import (
+    Corruption,
+    GpuFault,
+    GpuFaultInjector,
+    Injector,
+    ModelCorruptionInjector,
+    PartitionInjector,
+    SignalInjector,
+    SignalKind,
+    ToxicInjector,
+    restore_leftovers,
+)
 from ._loadgen import GeneratorHealth, LoadGenerator, LoadRecord, LoadResult, RequestSpec
 from ._shapes import Arrivals, Constant, Ramp, Shape, Spike, Step, expected_count, schedule
 from ._toxiproxy import (
@@ -23,21 +35,33 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "ApplyError",
     "Arrivals",
     "Constant",
+    "Corruption",
     "GeneratorHealth",
+    "GpuFault",
+    "GpuFaultInjector",
     "HarnessError",
+    "InjectionError",
+    "Injector",
     "LoadGenerator",
     "LoadRecord",
     "LoadResult",
+    "ModelCorruptionInjector",
+    "PartitionInjector",
     "Proxy",
     "Ramp",
     "RequestSpec",
+    "RevertError",
     "Shape",
+    "SignalInjector",
+    "SignalKind",
     "Spike",
     "Step",
     "Stream",
     "Toxic",
+    "ToxicInjector",
     "ToxicType",
     "ToxiproxyClient",
     "ToxiproxyError",
@@ -46,6 +70,7 @@ __all__ = [
     "WaitTimeout",
     "__version__",
     "expected_count",
+    "restore_leftovers",
     "schedule",
     "wait_until",
 ]

@@ -13,3 +13,15 @@ class HarnessError(Exception):
 
 class WaitTimeout(HarnessError, TimeoutError):
     """A condition did not become true before its deadline."""
+
+
+class InjectionError(HarnessError):
+    """A fault injector failed."""
+
+
+class ApplyError(InjectionError):
+    """A fault could not be applied; nothing of it is left applied."""
+
+
+class RevertError(InjectionError):
+    """A fault could not be reverted. Never swallowed: the run that hits it fails."""

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -21,46 +18,6 @@ from chaos import (
     ToxiproxyServer,
     ToxiproxyUnavailable,
 )
-
-
-class _Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"hello"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args: object) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-@pytest.fixture(scope="module")
-def toxiproxy() -> Iterator[ToxiproxyServer]:
-    try:
-        server = ToxiproxyServer()
-    except ToxiproxyUnavailable as exc:
-        pytest.fail(f"the real toxiproxy-server is part of the setup path: {exc}")
-    with server:
-        yield server
-
-
-@pytest.fixture
-def client(toxiproxy: ToxiproxyServer) -> Iterator[ToxiproxyClient]:
-    with toxiproxy.client() as api:
-        yield api
-        for name in api.proxies():
-            api.delete_proxy(name)
 
 
 def fetch(port: int, timeout: float = 5.0) -> tuple[str, float]:

@@ -1,0 +1,51 @@
+"""Shared by the harness tests: the real toxiproxy-server and a loopback HTTP upstream."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from chaos import ToxiproxyClient, ToxiproxyServer, ToxiproxyUnavailable
+
+
+class _Hello(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"hello"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def toxiproxy() -> Iterator[ToxiproxyServer]:
+    try:
+        server = ToxiproxyServer()
+    except ToxiproxyUnavailable as exc:
+        pytest.fail(f"the real toxiproxy-server is part of the setup path: {exc}")
+    with server:
+        yield server
+
+
+@pytest.fixture
+def client(toxiproxy: ToxiproxyServer) -> Iterator[ToxiproxyClient]:
+    with toxiproxy.client() as api:
+        yield api
+        for name in api.proxies():
+            api.delete_proxy(name)
