@@ -1,7 +1,12 @@
 """Exceptions raised by the harness.
 
 HarnessError
-└── WaitTimeout          a condition awaited with ``wait_until`` did not hold in time
+├── WaitTimeout          a condition awaited with ``wait_until`` did not hold in time
+├── ScenarioError        a scenario file is invalid (raised before anything starts)
+├── InjectionError       a fault injector failed
+│   ├── ApplyError       ... to apply (nothing of it is left applied)
+│   └── RevertError      ... to revert (the run fails with the harness-error exit code)
+└── BackendError         the target could not be provisioned or reached
 """
 
 from __future__ import annotations
@@ -25,3 +30,11 @@ class ApplyError(InjectionError):
 
 class RevertError(InjectionError):
     """A fault could not be reverted. Never swallowed: the run that hits it fails."""
+
+
+class ScenarioError(HarnessError):
+    """A scenario file is invalid; the message names file, line and field."""
+
+
+class BackendError(HarnessError):
+    """The target could not be provisioned, reached or torn down."""

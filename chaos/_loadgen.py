@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,6 +135,11 @@ class LoadGenerator:
         self.max_lag_p99_s = max_lag_p99_s
         self.max_cpu_share = max_cpu_share
         self.on_record = on_record
+        # Set when the first request is due: t = 0 of the run, on both clocks, so a runner can
+        # schedule faults on the same time axis as the requests.
+        self.started = threading.Event()
+        self.start_monotonic = math.nan
+        self.start_wall = math.nan
 
     async def run(self, stop: asyncio.Event | None = None) -> LoadResult:
         loop = asyncio.get_running_loop()
@@ -144,6 +150,8 @@ class LoadGenerator:
         async with httpx.AsyncClient(base_url=self.url, limits=limits, timeout=None) as client:
             started_wall = time.time()
             start = loop.time()
+            self.start_monotonic, self.start_wall = start, started_wall
+            self.started.set()
             cpu_start = time.process_time()
             for index, offset in enumerate(self.schedule):
                 if stop is not None and stop.is_set():

@@ -11,8 +11,14 @@ import importlib.util
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
+from ._errors import ScenarioError
+from ._events import Observer
+from ._progress import Progress
+from ._runner import Runner, RunSettings
+from ._scenario import Backend, LoadedScenario, load_scenario
 
 EXIT_USAGE = 2
 
@@ -29,6 +35,27 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     models.add_argument("rest", nargs=argparse.REMAINDER, help="see `ichaos models --help`")
+
+    run = sub.add_parser(
+        "run",
+        help="run scenario files against the target",
+        description="Run each scenario and write reports/<run-id>/ (journal.jsonl, verdict.json). "
+        "Exit 0: all passed; 1: an expectation or SLO failed (or a run aborted); 2: invalid "
+        "input; 3: harness error (e.g. a fault could not be reverted).",
+    )
+    run.add_argument("files", nargs="+", type=Path, metavar="FILE", help="scenario YAML files")
+    run.add_argument(
+        "--backend", choices=[b.value for b in Backend], help="override the scenario's"
+    )
+    run.add_argument("--url", help="the service's URL, for --backend url")
+    run.add_argument("--seed", type=int, help="override the scenario's seed")
+    run.add_argument("--report-dir", type=Path, default=Path("reports"), help="default: reports")
+    run.add_argument("--quiet", action="store_true", help="print only the verdict lines")
+
+    validate = sub.add_parser(
+        "validate", help="check scenario files (schema and references) without running them"
+    )
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     return parser
 
 
@@ -49,8 +76,49 @@ def _service_models(args: list[str]) -> int:
     return completed.returncode
 
 
+def _load_all(files: list[Path]) -> list[LoadedScenario] | None:
+    loaded: list[LoadedScenario] = []
+    failed = False
+    for file in files:
+        try:
+            loaded.append(load_scenario(file))
+        except ScenarioError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed = True
+    return None if failed else loaded
+
+
+def _run(args: argparse.Namespace) -> int:
+    scenarios = _load_all(args.files)  # every file is checked before anything starts
+    if scenarios is None:
+        return EXIT_USAGE
+    settings = RunSettings(
+        report_dir=args.report_dir,
+        backend=Backend(args.backend) if args.backend else None,
+        url=args.url,
+        seed=args.seed,
+    )
+    worst = 0
+    for loaded in scenarios:
+        observers: list[Observer] = [] if args.quiet else [Progress()]
+        result = Runner(loaded, settings, observers=observers).run()
+        verdict = result.verdict
+        print(f"{verdict['status'].upper():8} {verdict['scenario']}  {result.run_dir}")
+        worst = max(worst, result.exit_code)
+    return worst
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "models":
         return _service_models(list(args.rest))
+    if args.command == "run":
+        return _run(args)
+    if args.command == "validate":
+        loaded = _load_all(args.files)
+        if loaded is None:
+            return EXIT_USAGE
+        for item in loaded:
+            print(f"ok  {item.path}: {item.scenario.name}")
+        return 0
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands first

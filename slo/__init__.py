@@ -31,6 +31,7 @@ from ._models import (
     StatusPattern,
     Timeslices,
 )
+from ._native import NativeDocument as SLODocument
 from ._openslo import UNSUPPORTED as OPENSLO_UNSUPPORTED
 from ._parse import (
     load_slo,
@@ -70,6 +71,7 @@ __all__ = [
     "RecordSet",
     "RequestRecord",
     "SLIKind",
+    "SLODocument",
     "SLOError",
     "SLOFileError",
     "Severity",

@@ -1,0 +1,308 @@
+"""Where a scenario runs: the target it drives and the handles its faults need.
+
+``local`` starts the reference stack as processes on loopback with one Toxiproxy proxy per hop
+(client → gateway, and gateway → each worker). ``url`` drives a service that is already running:
+the harness puts a proxy in front of it for the client hop and offers no process, GPU or model
+faults. Both leave a lease file in the state directory while they run, so a harness killed with
+SIGKILL is cleaned up by the next run: its processes stopped, its registry files restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import httpx
+import yaml
+
+from ._errors import BackendError, HarnessError
+from ._injectors import restore_leftovers
+from ._toxiproxy import ToxiproxyClient, ToxiproxyServer
+from ._wait import wait_until
+
+ADMIN_HEADER = "X-Admin-Token"
+_LEASE = "lease.json"
+_NOWHERE = "127.0.0.1:1"  # a proxy's upstream before its worker's port is known: refused
+
+
+def state_dir() -> Path:
+    """Where backups of corrupted files and the lease of a running experiment live."""
+    return Path(os.environ.get("ICHAOS_STATE_DIR", ".ichaos/state"))
+
+
+def registry_dir() -> Path:
+    return Path(os.environ.get("ICHAOS_REGISTRY", ".ichaos/registry"))
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _gone(pid: int, marker: str) -> Callable[[], bool]:
+    return lambda: marker not in _cmdline(pid)
+
+
+def repair(state: Path, *, log: Any = print) -> list[str]:
+    """Undo what a killed run left behind: stop its processes (only ones that are still ours,
+    checked by command line) and restore corrupted registry files. Returns what was done."""
+    done: list[str] = []
+    lease = state / _LEASE
+    if lease.is_file():
+        try:
+            owned = json.loads(lease.read_text())
+        except (OSError, json.JSONDecodeError):
+            owned = {}
+        for entry in owned.get("processes", []):
+            pid, marker = int(entry["pid"]), str(entry["marker"])
+            if marker and marker in _cmdline(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+                    with contextlib.suppress(HarnessError):
+                        wait_until(_gone(pid, marker), timeout=15)
+                    if marker in _cmdline(pid):
+                        os.kill(pid, signal.SIGKILL)
+                done.append(f"stopped {entry['what']} (pid {pid}) left by an earlier run")
+                log(done[-1])
+        lease.unlink(missing_ok=True)
+    done.extend(restore_leftovers(state, log=log))
+    return done
+
+
+class Target:
+    """A provisioned service. ``url`` is what clients use (through the client-hop proxy);
+    ``hops`` maps ``client`` and ``pool[index]`` to Toxiproxy proxy names."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.direct_url = ""
+        self.admin_token: str | None = None
+        self.toxiproxy: ToxiproxyClient | None = None
+        self.hops: dict[str, str] = {}
+        self.registry: Path | None = None
+        self.state = state_dir()
+        self.config_path: Path | None = None
+
+    # -- what faults need ----------------------------------------------------------------
+
+    def workers(self) -> list[dict[str, Any]]:
+        raise BackendError("this backend has no worker processes")
+
+    def gateway_pid(self) -> int:
+        raise BackendError("this backend has no gateway process")
+
+    def worker(self, pool: str, index: int) -> dict[str, Any]:
+        for worker in self.workers():
+            if (worker["pool"], worker["index"]) == (pool, index):
+                return worker
+        raise BackendError(f"the stack has no {pool} replica {index}")
+
+    def pool_size(self, pool: str) -> int:
+        return sum(1 for w in self.workers() if w["pool"] == pool)
+
+    def headers(self) -> dict[str, str]:
+        return {ADMIN_HEADER: self.admin_token} if self.admin_token else {}
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        """The gateway's events after ``since`` (empty where the target has no such API)."""
+        return []
+
+    def reload(self, pool: str, index: int) -> None:
+        raise BackendError("this backend cannot reload models")
+
+    def describe(self) -> dict[str, Any]:
+        return {"url": self.url, "hops": dict(self.hops)}
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class _Lease:
+    def __init__(self, state: Path) -> None:
+        self.path = state / _LEASE
+        self.processes: list[dict[str, Any]] = []
+        state.mkdir(parents=True, exist_ok=True)
+        repair(state)
+
+    def hold(self, pid: int, marker: str, what: str) -> None:
+        self.processes.append({"pid": pid, "marker": marker, "what": what})
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"processes": self.processes}))
+        tmp.replace(self.path)
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class LocalTarget(Target):
+    """The reference stack behind the project's own toxiproxy-server, all on loopback."""
+
+    def __init__(
+        self, stack_file: Path | None, run_dir: Path, *, log: IO[str] | None = None
+    ) -> None:
+        super().__init__()
+        from target_service import StackProcess, default_stack_file, load_stack_config
+
+        self.registry = registry_dir().resolve()
+        if not (self.registry / "primary").is_dir():
+            raise BackendError(
+                f"no model registry at {self.registry}: run ./dev setup or `ichaos models build`"
+            )
+        self._lease = _Lease(self.state)
+        self._server: ToxiproxyServer | None = None
+        self._stack: Any = None
+        self._log = log
+        try:
+            self._server = ToxiproxyServer(log=run_dir / "toxiproxy.log")
+            self._lease.hold(self._server.proc.pid, "toxiproxy-server", "toxiproxy-server")
+            self.toxiproxy = self._server.client()
+            config = load_stack_config(stack_file or default_stack_file())
+            pools: dict[str, Any] = {}
+            for pool_name, pool in config.pools.items():
+                addresses = []
+                for index in range(pool.replicas):
+                    hop = f"{pool_name.value}[{index}]"
+                    proxy = self.toxiproxy.create_proxy(f"{pool_name.value}-{index}", _NOWHERE)
+                    self.hops[hop] = proxy.name
+                    addresses.append(proxy.listen)
+                pools[pool_name.value] = {"addresses": addresses}
+            data = config.model_dump(mode="json", exclude={"registry"})
+            for name, update in pools.items():
+                data["pools"][name].update(update)
+            self.config_path = run_dir / "stack.yaml"
+            self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+            self.admin_token = secrets.token_urlsafe(16)
+            env = {config.admin_token_env: self.admin_token}
+            self._stack = StackProcess(
+                self.config_path, run_dir / "stack" / "state.json", self.registry,
+                env=env, stderr=log,
+            )  # fmt: skip
+            self._lease.hold(self._stack.process.proc.pid, "target_service stack", "stack")
+            for worker in self.workers():
+                hop = self.hops[f"{worker['pool']}[{worker['index']}]"]
+                self.toxiproxy.update_proxy(hop, upstream=f"127.0.0.1:{worker['port']}")
+            gateway = self._state()["gateway"]
+            self.direct_url = str(gateway["url"])
+            client = self.toxiproxy.create_proxy("client", f"127.0.0.1:{gateway['port']}")
+            self.hops["client"] = client.name
+            self.url = f"http://{client.listen}"
+            wait_until(self._all_ready, timeout=60, message="every replica ready at the gateway")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _state(self) -> dict[str, Any]:
+        state: dict[str, Any] = self._stack.state()
+        return state
+
+    def _all_ready(self) -> bool:
+        answer = httpx.get(f"{self.url}/admin/state", headers=self.headers(), timeout=5)
+        pools = answer.json()["pools"]
+        return all(r["ready"] for pool in pools.values() for r in pool["replicas"])
+
+    def workers(self) -> list[dict[str, Any]]:
+        return [dict(w) for w in self._state()["workers"]]
+
+    def gateway_pid(self) -> int:
+        return int(self._state()["gateway"]["pid"])
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        answer = httpx.get(
+            f"{self.direct_url}/admin/events", params={"since": since}, headers=self.headers(),
+            timeout=5,
+        )  # fmt: skip
+        answer.raise_for_status()
+        events: list[dict[str, Any]] = answer.json()["events"]
+        return events
+
+    def reload(self, pool: str, index: int) -> None:
+        answer = httpx.post(
+            f"{self.direct_url}/admin/replicas/{pool}/{index}/reload", headers=self.headers(),
+            timeout=10,
+        )  # fmt: skip
+        if answer.status_code != 202:
+            raise BackendError(
+                f"reload of {pool}[{index}]: HTTP {answer.status_code}: {answer.text}"
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "local",
+            "url": self.url,
+            "gateway": self.direct_url,
+            "toxiproxy": self.toxiproxy.url if self.toxiproxy else None,
+            "hops": dict(self.hops),
+            "registry": str(self.registry),
+        }
+
+    def stop(self) -> None:
+        errors = []
+        if self._stack is not None:
+            try:
+                self._stack.stop()
+            except Exception as exc:  # keep going: the proxies and the server must go too
+                errors.append(f"stack: {exc}")
+            self._stack = None
+        if self.toxiproxy is not None:
+            self.toxiproxy.close()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        self._lease.release()
+        if errors:
+            raise BackendError("; ".join(errors))
+
+
+class UrlTarget(Target):
+    """A service that is already running: a client-hop proxy in front of it, nothing else."""
+
+    def __init__(self, url: str, run_dir: Path, *, admin_token: str | None = None) -> None:
+        super().__init__()
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or not parts.port:
+            raise BackendError(f"url {url!r}: give http://HOST:PORT")
+        self._lease = _Lease(self.state)
+        self._server: ToxiproxyServer | None = None
+        self.admin_token = admin_token
+        try:
+            self._server = ToxiproxyServer(log=run_dir / "toxiproxy.log")
+            self._lease.hold(self._server.proc.pid, "toxiproxy-server", "toxiproxy-server")
+            self.toxiproxy = self._server.client()
+            proxy = self.toxiproxy.create_proxy("client", f"{parts.hostname}:{parts.port}")
+            self.hops["client"] = proxy.name
+            self.url = f"http://{proxy.listen}"
+            self.direct_url = url.rstrip("/")
+            try:
+                wait_until(self._answers, timeout=10, interval=0.2, message=f"{url} answering")
+            except HarnessError as exc:
+                raise BackendError(f"{url} does not answer HTTP: {exc}") from exc
+        except BaseException:
+            self.stop()
+            raise
+
+    def _answers(self) -> bool:
+        try:
+            httpx.get(f"{self.direct_url}/healthz", timeout=2)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "url", "url": self.url, "service": self.direct_url, "hops": self.hops}
+
+    def stop(self) -> None:
+        if self.toxiproxy is not None:
+            self.toxiproxy.close()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        self._lease.release()

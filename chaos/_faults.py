@@ -1,0 +1,209 @@
+"""From a scenario's fault entry to the injectors that carry it out on a provisioned target.
+
+Injectors are built when the fault fires, not before: a worker restarted by an earlier fault has
+a new pid, and a ``random`` choice is drawn then (from the scenario seed, so reruns choose alike).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+from ._backend import Target
+from ._errors import ApplyError, RevertError
+from ._injectors import (
+    GpuFaultInjector,
+    Injector,
+    ModelCorruptionInjector,
+    PartitionInjector,
+    SignalInjector,
+    SignalKind,
+    ToxicInjector,
+)
+from ._scenario import (
+    BurstFault,
+    FaultSpec,
+    Gateway,
+    GpuFaultSpec,
+    ModelFault,
+    PartitionFault,
+    ProcessFault,
+    Replicas,
+    ToxicFault,
+)
+from ._toxiproxy import Toxic
+
+
+class InjectorGroup(Injector):
+    """Several injectors as one fault: all applied or none (what applied is undone)."""
+
+    def __init__(self, name: str, parts: Sequence[Injector]) -> None:
+        super().__init__()
+        self.name, self.parts = name, list(parts)
+
+    @property
+    def description(self) -> str:
+        return self.name if len(self.parts) != 1 else self.parts[0].description
+
+    def _apply(self) -> None:
+        done: list[Injector] = []
+        try:
+            for part in self.parts:
+                part.apply()
+                done.append(part)
+        except BaseException:
+            for part in reversed(done):
+                part.revert()
+            raise
+
+    def _revert(self) -> None:
+        failures = []
+        for part in reversed(self.parts):
+            try:
+                part.revert()
+            except RevertError as exc:
+                failures.append(str(exc))
+        if failures:
+            raise RevertError("; ".join(failures))
+
+
+class ModelFaultInjector(Injector):
+    """Corrupt a registry file, then reload the replicas serving it; revert restores the bytes
+    and reloads them again, so they come back serving the intact model."""
+
+    def __init__(
+        self, corruption: ModelCorruptionInjector, reload: Callable[[], None], label: str
+    ) -> None:
+        super().__init__()
+        self.corruption, self._reload, self.label = corruption, reload, label
+
+    @property
+    def description(self) -> str:
+        return self.label
+
+    def _apply(self) -> None:
+        self.corruption.apply()
+        try:
+            self._reload()
+        except BaseException:
+            self.corruption.revert()
+            raise
+
+    def _revert(self) -> None:
+        self.corruption.revert()
+        self._reload()
+
+
+def choose(target: Target, spec: Replicas, rng: random.Random) -> list[int]:
+    """The replica indexes a fault hits."""
+    size = target.pool_size(spec.pool.value)
+    if spec.random is not None:
+        if spec.random > size:
+            raise ApplyError(f"{spec.describe()}: the pool has only {size} replicas")
+        return sorted(rng.sample(range(size), spec.random))
+    indexes = (
+        list(range(size))
+        if spec.index is None
+        else (spec.index if isinstance(spec.index, list) else [spec.index])
+    )
+    missing = [i for i in indexes if not 0 <= i < size]
+    if missing:
+        raise ApplyError(f"{spec.pool.value} has {size} replicas: no index {missing}")
+    return indexes
+
+
+def _hop_proxies(target: Target, hop: str | Replicas, rng: random.Random) -> list[str]:
+    if hop == "client":
+        keys = ["client"]
+    else:
+        assert isinstance(hop, Replicas)
+        keys = [f"{hop.pool.value}[{i}]" for i in choose(target, hop, rng)]
+    try:
+        return [target.hops[key] for key in keys]
+    except KeyError as exc:
+        raise ApplyError(f"this target has no proxy for hop {exc}") from exc
+
+
+def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Random) -> Injector:
+    """The injector for one fault entry (not yet applied)."""
+    if isinstance(spec, ToxicFault | PartitionFault):
+        if target.toxiproxy is None:
+            raise ApplyError(f"{name}: this target has no Toxiproxy")
+        client = target.toxiproxy
+        proxies = _hop_proxies(target, spec.hop, rng)
+        parts: list[Injector] = []
+        for proxy in proxies:
+            if isinstance(spec, ToxicFault):
+                toxic = Toxic(
+                    name=name, type=spec.toxic, stream=spec.stream, toxicity=spec.toxicity,
+                    attributes=spec.attributes,
+                )  # fmt: skip
+                parts.append(ToxicInjector(client, proxy, toxic))
+            else:
+                parts.append(PartitionInjector(client, proxy))
+        return InjectorGroup(f"{name} on {', '.join(proxies)}", parts)
+    if isinstance(spec, ProcessFault):
+        if isinstance(spec.target, Gateway):
+            pids, label = [target.gateway_pid()], "the gateway"
+        else:
+            indexes = choose(target, spec.target, rng)
+            pool = spec.target.pool.value
+            pids = [int(target.worker(pool, i)["pid"]) for i in indexes]
+            label = ", ".join(f"{pool}[{i}]" for i in indexes)
+        return SignalInjector(pids, spec.signal, label=label)
+    if isinstance(spec, GpuFaultSpec):
+        if target.admin_token is None:
+            raise ApplyError(f"{name}: GPU fault hooks need the stack's admin token")
+        pool = spec.target.pool.value
+        return InjectorGroup(
+            name,
+            [
+                GpuFaultInjector(
+                    str(target.worker(pool, i)["url"]),
+                    spec.fault,
+                    target.admin_token,
+                    dict(spec.params),
+                )
+                for i in choose(target, spec.target, rng)
+            ],
+        )
+    if isinstance(spec, ModelFault):
+        return _model_injector(name, spec, target, rng)
+    if isinstance(spec, BurstFault):  # pragma: no cover - the runner handles bursts itself
+        raise ApplyError("bursts are started by the runner")
+    raise ApplyError(f"{name}: unsupported fault {spec!r}")  # pragma: no cover
+
+
+def _model_injector(
+    name: str, spec: ModelFault, target: Target, rng: random.Random
+) -> ModelFaultInjector:
+    if target.registry is None:
+        raise ApplyError(f"{name}: this target has no model registry")
+    model, version = spec.model.split(":", 1)
+    path = target.registry / model / version / spec.file
+    swap = None
+    if spec.swap_with is not None:
+        other, other_version = spec.swap_with.split(":", 1)
+        swap = target.registry / other / other_version / spec.file
+        if not swap.is_file():
+            raise ApplyError(f"{name}: swap_with: no file {swap}")
+    corruption = ModelCorruptionInjector(
+        path, spec.corruption, target.state, seed=rng.randrange(2**31), swap_with=swap
+    )
+    replicas = [] if spec.target is None else choose(target, spec.target, rng)
+    pool = spec.target.pool.value if spec.target is not None else ""
+
+    def reload() -> None:
+        for index in replicas:
+            if spec.reload == "admin":
+                target.reload(pool, index)
+            elif spec.reload == "restart":
+                SignalInjector(
+                    [int(target.worker(pool, index)["pid"])],
+                    SignalKind.TERMINATE,
+                    label=f"{pool}[{index}]",
+                ).apply()
+
+    where = ", ".join(f"{pool}[{i}]" for i in replicas) or "no replica"
+    label = f"{spec.corruption.value} of {spec.model}/{spec.file}, {spec.reload} of {where}"
+    return ModelFaultInjector(corruption, reload, label)

@@ -1,0 +1,62 @@
+"""The run directory's ``journal.jsonl``: every run event, one JSON object per line.
+
+Written as the run goes and flushed at least once a second (and at once for anything but a
+request), so a crashed run loses at most its last second and a report can still be made from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from ._events import EventType, RunEvent
+
+JOURNAL = "journal.jsonl"
+VERDICT = "verdict.json"
+
+
+class Journal:
+    def __init__(self, run_dir: Path, *, flush_every: float = 1.0) -> None:
+        self.path = run_dir / JOURNAL
+        self._file: IO[str] | None = self.path.open("a", encoding="utf-8")
+        self._flush_every = flush_every
+        self._flushed = time.monotonic()
+
+    def __call__(self, event: RunEvent) -> None:
+        if self._file is None:
+            return
+        self._file.write(json.dumps(event.as_dict(), default=str) + "\n")
+        now = time.monotonic()
+        if event.type is not EventType.REQUEST or now - self._flushed >= self._flush_every:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._flushed = now
+        if event.type is EventType.RUN_FINISHED:
+            self.close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_journal(run_dir: Path) -> Iterator[dict[str, Any]]:
+    """The journal's events; a torn last line (a crash mid-write) is skipped."""
+    with (run_dir / JOURNAL).open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def write_verdict(run_dir: Path, verdict: dict[str, Any]) -> Path:
+    path = run_dir / VERDICT
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(verdict, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,112 @@
+"""Progress on the terminal: a live line per second on a TTY, plain lines otherwise (CI logs).
+
+An observer like any other: it only reads run events."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import IO, Any
+
+from ._events import EventType, RunEvent
+
+
+def _t(event: RunEvent) -> str:
+    return f"{event.t:7.2f}s" if event.t is not None else "        "
+
+
+class Progress:
+    def __init__(self, stream: IO[str] | None = None, *, live: bool | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.live = self.stream.isatty() if live is None else live
+        self.counts: Counter[str] = Counter()
+        self._last = 0.0
+        self._status = ""
+
+    def _line(self, text: str) -> None:
+        if self.live and self._status:
+            self.stream.write("\r\x1b[2K")
+        self.stream.write(text + "\n")
+        self._status = ""
+        self.stream.flush()
+
+    def __call__(self, event: RunEvent) -> None:
+        data: dict[str, Any] = event.data
+        kind = event.type
+        if kind is EventType.REQUEST:
+            self._count(data)
+            return
+        if kind is EventType.RUN_STARTED:
+            self._line(f"▶ {data['scenario']} (seed {data['seed']}, backend {data['backend']})")
+        elif kind is EventType.TARGET_READY:
+            self._line(f"  target ready at {data['target'].get('url')}")
+        elif kind is EventType.PROBE and (not data["ok"] or data["phase"] != "during"):
+            mark = "ok" if data["ok"] else "FAILED"
+            self._line(
+                f"{_t(event)} probe {data['probe']} ({data['phase']}): {mark} — {data['detail']}"
+            )
+        elif kind is EventType.LOAD_STARTED:
+            self._line(f"{_t(event)} load: {data['scheduled']} requests over {data['duration']:g}s")
+        elif kind is EventType.FAULT_APPLIED:
+            self._line(f"{_t(event)} ⚡ {data['fault']}: {data['description']}")
+        elif kind is EventType.FAULT_REVERTED:
+            self._line(f"{_t(event)} ↺ {data['fault']} reverted")
+        elif kind is EventType.FAULT_FAILED:
+            self._line(f"{_t(event)} ✗ {data['fault']}: {data['stage']} failed: {data['error']}")
+        elif kind is EventType.SERVICE_EVENT:
+            service = data["event"]
+            details = {k: v for k, v in service.items()
+                       if k not in {"seq", "kind", "wall", "monotonic", "t"}}  # fmt: skip
+            self._line(f"{_t(event)}   service: {service.get('kind')} {details or ''}".rstrip())
+        elif kind is EventType.ABORT:
+            self._line(f"{_t(event)} ■ abort: {data['reason']}")
+        elif kind is EventType.MESSAGE:
+            self._line(f"  {data['text']}")
+        elif kind is EventType.VERDICT:
+            self._verdict(data["verdict"])
+
+    def _count(self, data: dict[str, Any]) -> None:
+        if data.get("error"):
+            self.counts["error"] += 1
+        elif data.get("status") == 200:
+            self.counts["degraded" if data.get("degraded") else "ok"] += 1
+        else:
+            self.counts[str(data.get("status"))] += 1
+        now = time.monotonic()
+        if now - self._last >= 1.0:
+            self._last = now
+            summary = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+            if self.live:
+                self.stream.write(f"\r\x1b[2K  requests: {summary}")
+                self._status = summary
+                self.stream.flush()
+
+    def _verdict(self, verdict: dict[str, Any]) -> None:
+        summary = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+        self._line(f"  requests: {summary}")
+        for outcome in verdict["expectations"]:
+            mark = "✓" if outcome["passed"] else "✗"
+            measured = outcome["measured"]
+            value = "—" if measured is None else f"{measured:.4g}"
+            self._line(f"  {mark} {outcome['description']}: {value} ({outcome['detail']})")
+        for slo in verdict["slos"]:
+            self._line(
+                f"  SLO {slo['name']}: SLI {slo['sli']}, target {slo['target']:g}, "
+                f"{slo['consumed']:.1%} of the run's budget"
+            )
+        if verdict["time_to_detect_s"] is not None or verdict["time_to_recover_s"] is not None:
+            ttd, ttr = verdict["time_to_detect_s"], verdict["time_to_recover_s"]
+            self._line(
+                f"  time to detect {'—' if ttd is None else f'{ttd:.2f}s'}, "
+                f"time to recover {'—' if ttr is None else f'{ttr:.2f}s'}"
+            )
+        if not verdict["valid"]:
+            reasons = "; ".join((verdict["generator"] or {}).get("reasons", []))
+            self._line(f"  ! load generator was a bottleneck, results are suspect: {reasons}")
+        for error in verdict["harness_errors"]:
+            self._line(f"  ! harness error: {error}")
+        if verdict["abort"]:
+            self._line(f"  ! aborted: {verdict['abort']['reason']}")
+        word = {"passed": "PASSED", "failed": "FAILED", "aborted": "ABORTED", "error": "ERROR"}
+        self._line(f"{word[verdict['status']]} {verdict['scenario']} → {verdict['run_id']}")

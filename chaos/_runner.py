@@ -1,0 +1,698 @@
+"""The run loop: provision, check steady state, drive load, run the fault timeline on schedule,
+watch abort conditions, revert, check steady state after, and judge.
+
+Every applied fault is reverted in ``finally`` — after an abort, an exception, SIGINT or
+SIGTERM — and a revert that fails makes the run a harness error. The runner emits events and
+nothing else; the journal, the progress display and the verdict file are observers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import datetime as dt
+import platform
+import random
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from slo import SLO, Evaluation, SLOError, evaluate
+
+from . import __version__
+from ._backend import LocalTarget, Target, UrlTarget
+from ._errors import HarnessError, InjectionError, RevertError
+from ._events import EventBus, EventType, Observer, RunEvent
+from ._expect import Facts, Outcome, Window, check, first_failure, time_to_detect, time_to_recover
+from ._faults import build_injector
+from ._injectors import Injector
+from ._journal import Journal, write_verdict
+from ._loadgen import LoadGenerator, LoadRecord, LoadResult, RequestSpec
+from ._scenario import (
+    Backend,
+    BurnRateAbort,
+    BurstFault,
+    Endpoint,
+    ErrorRatioAbort,
+    FaultSpec,
+    HttpProbe,
+    LoadedScenario,
+    Phase,
+    ProbeAbort,
+    ProbeSpec,
+    SliProbe,
+)
+from ._shapes import Constant, schedule
+
+EXIT_PASSED, EXIT_FAILED, EXIT_INVALID, EXIT_HARNESS = 0, 1, 2, 3
+_TICK = 0.25  # how often abort conditions and the gateway's events are looked at
+
+
+class Interrupted(HarnessError):
+    """SIGINT or SIGTERM reached the harness: the run stops and reverts."""
+
+
+@dataclass
+class RunSettings:
+    report_dir: Path = Path("reports")
+    backend: Backend | None = None  # overrides the scenario's
+    url: str | None = None  # for the url backend
+    seed: int | None = None  # overrides the scenario's
+    run_id: str | None = None
+    settle: float = 20.0  # how long steady state may take to come back after the run
+    production_rps: float = 50.0  # the rate a run's bad requests are priced at, for 30 days
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    verdict: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.verdict["passed"])
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.verdict["exit_code"])
+
+
+TargetFactory = Callable[[LoadedScenario, RunSettings, Path], Target]
+InjectorFactory = Callable[[str, FaultSpec, Target, random.Random], Injector]
+
+
+def default_target(loaded: LoadedScenario, settings: RunSettings, run_dir: Path) -> Target:
+    scenario = loaded.scenario
+    backend = settings.backend or scenario.backend
+    if backend is Backend.URL:
+        url = settings.url or scenario.url
+        if url is None:
+            raise HarnessError("the url backend needs a URL (--url or `url:` in the scenario)")
+        return UrlTarget(url, run_dir)
+    log = (run_dir / "stack.log").open("a", encoding="utf-8")
+    return LocalTarget(scenario.stack, run_dir, log=log)
+
+
+@dataclass
+class _Applied:
+    name: str
+    injector: Injector | None
+    window: Window
+
+
+@dataclass
+class _State:
+    records: list[LoadRecord] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    windows: dict[str, Window] = field(default_factory=dict)
+    applied: list[_Applied] = field(default_factory=list)
+    probes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    probe_streak: Counter[str] = field(default_factory=Counter)
+    abort: dict[str, Any] | None = None
+    errors: list[str] = field(default_factory=list)
+    health: dict[str, Any] | None = None
+    t0: float | None = None
+    t0_wall: float | None = None
+    last_seq: int = 0
+    ran_load: bool = False
+    before_ok: bool = True
+    after_ok: bool = True
+
+
+class Runner:
+    def __init__(
+        self,
+        loaded: LoadedScenario,
+        settings: RunSettings | None = None,
+        *,
+        observers: list[Observer] | None = None,
+        target_factory: TargetFactory = default_target,
+        injector_factory: InjectorFactory = build_injector,
+    ) -> None:
+        self.loaded = loaded
+        self.scenario = loaded.scenario
+        self.settings = settings or RunSettings()
+        self.seed = self.settings.seed if self.settings.seed is not None else self.scenario.seed
+        self.bus = EventBus(observers)
+        self._target_factory = target_factory
+        self._injector_factory = injector_factory
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.state = _State()
+        self.slos: dict[str, SLO] = {s.name: s for s in loaded.slos}
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        self.run_id = self.settings.run_id or f"{stamp}-{self.scenario.name}"
+        self.run_dir = self.settings.report_dir / self.run_id
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def now(self) -> float | None:
+        return None if self.state.t0 is None else time.monotonic() - self.state.t0
+
+    def emit(self, type_: EventType, t: float | None = None, **data: Any) -> None:
+        self.bus.emit(RunEvent(type_, self.now() if t is None else t, data))
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT and SIGTERM become :class:`Interrupted` in the main thread, so ``finally``
+        blocks revert every fault before the process ends."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def interrupt(signum: int, _frame: Any) -> None:
+            self._stop.set()
+            raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+        previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        self.run_dir.mkdir(parents=True, exist_ok=False)
+        self.bus.subscribe(Journal(self.run_dir))
+        self.emit(
+            EventType.RUN_STARTED,
+            run_id=self.run_id, scenario=self.scenario.name, file=str(self.loaded.path),
+            text=self.loaded.text, seed=self.seed,
+            backend=(self.settings.backend or self.scenario.backend).value,
+            environment=_environment(),
+        )  # fmt: skip
+        target: Target | None = None
+        with self._signals():
+            try:
+                target = self._target_factory(self.loaded, self.settings, self.run_dir)
+                self.emit(EventType.TARGET_READY, target=target.describe())
+                self._experiment(target)
+            except InjectionError as exc:
+                self.state.errors.append(str(exc))
+            except Interrupted as exc:
+                self.state.abort = {"reason": str(exc), "t": self.now()}
+                self.emit(EventType.ABORT, reason=str(exc))
+            except HarnessError as exc:
+                self.state.errors.append(str(exc))
+            except Exception as exc:  # a harness bug must still revert and leave a verdict
+                self.state.errors.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                self._revert_all()
+                if target is not None:
+                    self._collect_events(target)
+                    try:
+                        target.stop()
+                    except Exception as exc:
+                        self.state.errors.append(f"stopping the target: {exc}")
+        verdict = self._verdict()
+        write_verdict(self.run_dir, verdict)
+        self.emit(EventType.VERDICT, verdict=verdict)
+        self.emit(EventType.RUN_FINISHED, passed=verdict["passed"], exit_code=verdict["exit_code"])
+        return RunResult(self.run_dir, verdict)
+
+    def _experiment(self, target: Target) -> None:
+        before = self._probe_phase(target, Phase.BEFORE, settle=self.settings.settle)
+        if not before:
+            self.state.before_ok = False
+            self.emit(EventType.MESSAGE, text="steady state not met before the run: no load sent")
+            return
+        self.state.ran_load = True
+        load = self.scenario.load
+        times = schedule(load.to_shape(), load.duration, arrivals=load.arrivals, seed=self.seed)
+        generator = LoadGenerator(
+            target.url, times, self._requests(), timeout_s=load.timeout,
+            on_record=self._on_record,
+        )  # fmt: skip
+        result: dict[str, LoadResult] = {}
+        stop = _ThreadStop()
+        thread = threading.Thread(
+            target=lambda: result.update(main=asyncio.run(_drive(generator, stop))),
+            name="load", daemon=True,
+        )  # fmt: skip
+        thread.start()
+        if not generator.started.wait(30):
+            raise HarnessError("the load generator did not start")
+        self.state.t0, self.state.t0_wall = generator.start_monotonic, generator.start_wall
+        self.emit(EventType.LOAD_STARTED, t=0.0, scheduled=len(times), duration=load.duration)
+        bursts: list[tuple[threading.Thread, dict[str, LoadResult], float]] = []
+        try:
+            self._timeline(target, thread, bursts)
+        finally:
+            stop.set()
+            thread.join()
+            for burst, _, _ in bursts:
+                burst.join()
+        health = result["main"].health if "main" in result else None
+        if health is not None:
+            self.state.health = {**health.__dict__, "valid": health.valid}
+            self.state.health["reasons"] = list(health.reasons)
+        self.emit(EventType.LOAD_FINISHED, generator=self.state.health)
+        self._revert_all()
+        self._collect_events(target)
+        if self.state.abort is None:
+            self.state.after_ok = self._probe_phase(
+                target, Phase.AFTER, settle=self.settings.settle
+            )
+
+    def _timeline(
+        self,
+        target: Target,
+        load: threading.Thread,
+        bursts: list[tuple[threading.Thread, dict[str, LoadResult], float]],
+    ) -> None:
+        rng = random.Random(self.seed)
+        names = self.scenario.fault_names()
+        actions: list[tuple[float, int, str, FaultSpec]] = []
+        for name, fault in zip(names, self.scenario.faults, strict=True):
+            actions.append((fault.at, 1, name, fault))
+            if fault.end is not None and not isinstance(fault, BurstFault):
+                actions.append((fault.end, 0, name, fault))  # reverts first on a tie
+        actions.sort(key=lambda a: (a[0], a[1]))
+        probes = [p for p in self.scenario.steady_state.probes if Phase.DURING in p.when]
+        interval = self.scenario.steady_state.interval
+        next_probe = 0.0
+        pending: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            while load.is_alive() and self.state.abort is None:
+                now = self.now() or 0.0
+                while actions and actions[0][0] <= now:
+                    _, kind, name, fault = actions.pop(0)
+                    if kind == 1:
+                        self._apply(target, name, fault, rng, bursts)
+                    else:
+                        self._revert(name)
+                if now >= next_probe:
+                    next_probe = now + interval
+                    for probe in probes:
+                        if probe.name not in pending:
+                            pending[probe.name] = pool.submit(self._probe, target, probe)
+                for name, future in list(pending.items()):
+                    if future.done():
+                        del pending[name]
+                        self._record_probe(Phase.DURING, future.result())
+                self._poll_events(target)
+                self._check_abort()
+                wait = min([_TICK, *(a[0] - now for a in actions[:1])])
+                if self._stop.wait(max(0.0, wait)):
+                    break
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def _apply(
+        self,
+        target: Target,
+        name: str,
+        fault: FaultSpec,
+        rng: random.Random,
+        bursts: list[tuple[threading.Thread, dict[str, LoadResult], float]],
+    ) -> None:
+        if isinstance(fault, BurstFault):
+            bursts.append(self._burst(target, name, fault))
+            return
+        injector = self._injector_factory(name, fault, target, rng)
+        entry = _Applied(name, injector, Window(None, None))
+        try:
+            injector.apply()
+        except InjectionError as exc:
+            self.emit(EventType.FAULT_FAILED, fault=name, stage="apply", error=str(exc))
+            raise
+        entry.window = Window(self.now(), None)
+        self.state.windows[name] = entry.window
+        if fault.end is not None or injector.applied:
+            self.state.applied.append(entry)
+        self.emit(
+            EventType.FAULT_APPLIED, fault=name, kind=fault.kind, description=injector.description,
+            planned_at=fault.at, planned_end=fault.end,
+        )  # fmt: skip
+
+    def _revert(self, name: str) -> None:
+        for entry in [e for e in self.state.applied if e.name == name]:
+            self.state.applied.remove(entry)
+            assert entry.injector is not None
+            try:
+                entry.injector.revert()
+            except RevertError as exc:
+                self.state.errors.append(str(exc))
+                self.emit(EventType.FAULT_FAILED, fault=name, stage="revert", error=str(exc))
+                continue
+            entry.window = Window(entry.window.applied, self.now())
+            self.state.windows[name] = entry.window
+            self.emit(EventType.FAULT_REVERTED, fault=name)
+
+    def _revert_all(self) -> None:
+        for entry in reversed(list(self.state.applied)):
+            self._revert(entry.name)
+
+    def _burst(
+        self, target: Target, name: str, fault: BurstFault
+    ) -> tuple[threading.Thread, dict[str, LoadResult], float]:
+        start = self.now() or 0.0
+        times = schedule(Constant(fault.rate), fault.duration, seed=self.seed + 1)
+        offset = start
+
+        def shifted(record: LoadRecord) -> None:
+            record.scheduled += offset
+            record.sent += offset
+            for attr in ("first_byte", "first_token", "end"):
+                value = getattr(record, attr)
+                if value is not None:
+                    setattr(record, attr, value + offset)
+            self._on_record(record)
+
+        generator = LoadGenerator(
+            target.url, times, self._requests(salt=1), timeout_s=self.scenario.load.timeout,
+            on_record=shifted,
+        )  # fmt: skip
+        result: dict[str, LoadResult] = {}
+        thread = threading.Thread(
+            target=lambda: result.update(burst=asyncio.run(generator.run())), daemon=True
+        )
+        thread.start()
+        self.state.windows[name] = Window(start, start + fault.duration)
+        self.emit(EventType.BURST, fault=name, rate=fault.rate, duration=fault.duration)
+        self.emit(EventType.FAULT_APPLIED, fault=name, kind="burst",
+                  description=f"burst of {fault.rate:g}/s for {fault.duration:g}s",
+                  planned_at=fault.at, planned_end=fault.end)  # fmt: skip
+        return thread, result, start
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _requests(self, salt: int = 0) -> Callable[[int], RequestSpec]:
+        load = self.scenario.load
+        prompts = self.loaded.prompts
+        seed = self.seed * 7919 + salt
+
+        def request(index: int) -> RequestSpec:
+            rng = random.Random(seed * 1_000_003 + index)
+            prompt = prompts[rng.randrange(len(prompts))]
+            if load.endpoint is Endpoint.COMPLETIONS:
+                body: dict[str, Any] = {"model": "primary", "prompt": prompt,
+                                        "max_tokens": load.max_new_tokens}  # fmt: skip
+                path = "/v1/completions"
+            else:
+                body = {"prompt": prompt, "max_new_tokens": load.max_new_tokens}
+                path = "/v1/generate"
+            if rng.random() < load.user_share:
+                body["user"] = f"user-{rng.randrange(load.users)}"
+            return RequestSpec(body, stream=load.stream, path=path)
+
+        return request
+
+    def _on_record(self, record: LoadRecord) -> None:
+        with self._lock:
+            self.state.records.append(record)
+        self.emit(
+            EventType.REQUEST, t=record.end,
+            index=record.index, scheduled=record.scheduled, sent=record.sent,
+            first_byte=record.first_byte, first_token=record.first_token, end=record.end,
+            status=record.status, error=record.error, model=record.model,
+            version=record.version, degraded=record.degraded, tokens=record.tokens,
+            latency_s=record.latency_s, ttft_s=record.ttft_s,
+        )  # fmt: skip
+
+    # -- steady state and abort ------------------------------------------------------------
+
+    def _probe(self, target: Target, probe: ProbeSpec) -> dict[str, Any]:
+        if isinstance(probe, SliProbe):
+            return self._sli_probe(probe)
+        return _http_probe(target, probe)
+
+    def _sli_probe(self, probe: SliProbe) -> dict[str, Any]:
+        slo = self.slos[probe.slo]
+        now = self.now()
+        with self._lock:
+            records = list(self.state.records)
+        if now is None:
+            return {"probe": probe.name, "ok": True, "detail": "no load yet"}
+        recent = [r.to_slo() for r in records if r.scheduled >= now - probe.window]
+        if not recent:
+            return {"probe": probe.name, "ok": True, "detail": "no requests in the window"}
+        ev = evaluate(slo, recent)
+        floor = probe.min if probe.min is not None else slo.target
+        ok = ev.sli is None or ev.sli >= floor
+        detail = f"{slo.name} SLI over {probe.window:g}s: {ev.sli} ({ev.total} events)"
+        return {"probe": probe.name, "ok": ok, "value": ev.sli, "bound": floor, "detail": detail}
+
+    def _record_probe(self, phase: Phase, result: dict[str, Any]) -> None:
+        self.state.probes.setdefault(phase.value, []).append(result)
+        name = str(result["probe"])
+        self.state.probe_streak[name] = 0 if result["ok"] else self.state.probe_streak[name] + 1
+        self.emit(EventType.PROBE, phase=phase.value, **result)
+
+    def _probe_phase(self, target: Target, phase: Phase, *, settle: float) -> bool:
+        """Probes of a phase; each may take up to ``settle`` seconds to pass."""
+        ok = True
+        for probe in self.scenario.steady_state.probes:
+            if phase not in probe.when:
+                continue
+            deadline = time.monotonic() + settle
+            while True:
+                result = self._probe(target, probe)
+                if result["ok"] or time.monotonic() >= deadline or isinstance(probe, SliProbe):
+                    break
+                self._stop.wait(0.5)  # a retry interval: the condition itself is the probe
+            self._record_probe(phase, result)
+            ok = ok and bool(result["ok"])
+        return ok
+
+    def _check_abort(self) -> None:
+        now = self.now()
+        if now is None or self.state.abort is not None:
+            return
+        for rule in self.scenario.abort:
+            reason = None
+            if isinstance(rule, ProbeAbort):
+                if self.state.probe_streak[rule.probe] >= rule.failures:
+                    reason = f"probe {rule.probe} failed {rule.failures} times in a row"
+            else:
+                with self._lock:
+                    recent = [r for r in self.state.records if r.scheduled >= now - rule.window]
+                if len(recent) < rule.min_requests:
+                    continue
+                if isinstance(rule, ErrorRatioAbort):
+                    failed = sum(
+                        1 for r in recent if r.error or r.status is None or r.status >= 500
+                    )
+                    ratio = failed / len(recent)
+                    if ratio > rule.above:
+                        reason = (
+                            f"error ratio {ratio:.1%} over the last {rule.window:g}s "
+                            f"> {rule.above:.1%}"
+                        )
+                elif isinstance(rule, BurnRateAbort):
+                    ev = evaluate(self.slos[rule.slo], [r.to_slo() for r in recent])
+                    if ev.burn_rate is not None and ev.burn_rate > rule.above:
+                        reason = (
+                            f"{rule.slo} burn rate {ev.burn_rate:.1f}× over the last "
+                            f"{rule.window:g}s > {rule.above:g}×"
+                        )
+            if reason is not None:
+                self.state.abort = {"reason": reason, "t": now, "rule": rule.kind}
+                self.emit(EventType.ABORT, reason=reason)
+                self._stop.set()
+                return
+
+    # -- the service's own events ----------------------------------------------------------
+
+    def _poll_events(self, target: Target) -> None:
+        try:
+            found = target.events(self.state.last_seq)
+        except (httpx.HTTPError, HarnessError, KeyError, ValueError):
+            return  # the gateway may be the fault; its events are fetched again later
+        for raw in found:
+            self.state.last_seq = max(self.state.last_seq, int(raw.get("seq", 0)))
+            t = None
+            if self.state.t0_wall is not None and "wall" in raw:
+                t = float(raw["wall"]) - self.state.t0_wall
+            event = {**raw, "t": t}
+            self.state.events.append(event)
+            self.emit(EventType.SERVICE_EVENT, t=t, event=event)
+
+    def _collect_events(self, target: Target) -> None:
+        with contextlib.suppress(Exception):
+            self._poll_events(target)
+
+    # -- judgement -------------------------------------------------------------------------
+
+    def _verdict(self) -> dict[str, Any]:
+        st = self.state
+        load_end = self.scenario.load.duration
+        records = sorted(st.records, key=lambda r: r.scheduled)
+        slo_records = [r.to_slo() for r in records]
+        evaluations: dict[str, Evaluation] = {}
+        if slo_records:
+            evaluations = {
+                name: evaluate(slo, slo_records, start=0.0, end=load_end)
+                for name, slo in self.slos.items()
+            }
+        outcomes: list[Outcome] = []
+        if (st.ran_load and evaluations) or not self.slos:
+            facts = Facts(records, st.windows, st.events, evaluations, load_end)
+            if records:
+                outcomes = [check(spec, facts) for spec in self.scenario.expect]
+        faults = []
+        for name, spec in zip(self.scenario.fault_names(), self.scenario.faults, strict=True):
+            window = st.windows.get(name, Window(None, None))
+            applied = window.applied
+            faults.append({
+                "name": name, "kind": spec.kind, "at": spec.at, "planned_end": spec.end,
+                "applied": applied, "reverted": window.reverted,
+                "time_to_detect_s": None if applied is None else time_to_detect(st.events, applied),
+                "first_failure_s": None if applied is None else first_failure(records, applied),
+            })  # fmt: skip
+        ends = [w.end for w in st.windows.values() if w.end is not None]
+        ttr = time_to_recover(records, max(ends), load_end, 2.0) if ends and records else None
+        detects: list[float] = []
+        detects += [d for f in faults if isinstance(d := f["time_to_detect_s"], float)]
+        expectations_ok = all(o.passed for o in outcomes) and (
+            len(outcomes) == len(self.scenario.expect)
+        )
+        if st.errors:
+            status, code = "error", EXIT_HARNESS
+        elif st.abort is not None:
+            status, code = "aborted", EXIT_FAILED
+        elif not (st.before_ok and st.after_ok and expectations_ok):
+            status, code = "failed", EXIT_FAILED
+        else:
+            status, code = "passed", EXIT_PASSED
+        statuses = Counter(
+            "error" if r.error else str(r.status) for r in records
+        )  # fmt: skip
+        return {
+            "run_id": self.run_id,
+            "scenario": self.scenario.name,
+            "description": self.scenario.description,
+            "file": str(self.loaded.path),
+            "status": status,
+            "passed": status == "passed",
+            "exit_code": code,
+            "seed": self.seed,
+            "backend": (self.settings.backend or self.scenario.backend).value,
+            "started_wall": st.t0_wall,
+            "duration_s": load_end,
+            "abort": st.abort,
+            "harness_errors": st.errors,
+            "steady_state": {
+                "before_ok": st.before_ok,
+                "after_ok": st.after_ok,
+                "results": st.probes,
+            },
+            "expectations": [o.as_dict() for o in outcomes],
+            "slos": [
+                {**ev.to_dict(), "extrapolation": _extrapolate(ev, self.settings.production_rps)}
+                for ev in evaluations.values()
+            ],
+            "faults": faults,
+            "time_to_detect_s": min(detects) if detects else None,
+            "time_to_recover_s": ttr,
+            "requests": {
+                "total": len(records),
+                "ok": sum(1 for r in records if r.error is None and r.status == 200),
+                "degraded": sum(1 for r in records if r.degraded),
+                "shed": statuses.get("429", 0),
+                "by_status": dict(sorted(statuses.items())),
+            },
+            "generator": st.health,
+            "valid": st.health is None or bool(st.health.get("valid")),
+            "service_events": dict(Counter(str(e.get("kind")) for e in st.events)),
+        }
+
+
+def _extrapolate(ev: Evaluation, production_rps: float) -> dict[str, Any] | None:
+    try:
+        cost = ev.extrapolate(production_rps)
+    except SLOError:  # nothing to price (no events)
+        return None
+    return {**dataclasses.asdict(cost), "production_rps": production_rps,
+            "budget_minutes": cost.budget_minutes, "cost_minutes": cost.cost_minutes}  # fmt: skip
+
+
+class _ThreadStop:
+    """An asyncio stop event that another thread can set."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+        self._set = threading.Event()
+
+    def bind(self) -> asyncio.Event:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        if self._set.is_set():
+            self._event.set()
+        return self._event
+
+    def set(self) -> None:
+        self._set.set()
+        if self._loop is not None and self._event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already finished
+                self._loop.call_soon_threadsafe(self._event.set)
+
+
+async def _drive(generator: LoadGenerator, stop: _ThreadStop) -> LoadResult:
+    return await generator.run(stop.bind())
+
+
+def _http_probe(target: Target, probe: HttpProbe) -> dict[str, Any]:
+    headers = target.headers() if probe.admin else {}
+    try:
+        response = httpx.request(
+            probe.method, f"{target.url}{probe.path}", json=probe.body, headers=headers,
+            timeout=probe.timeout,
+        )  # fmt: skip
+    except httpx.HTTPError as exc:
+        return {"probe": probe.name, "ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+    problems = []
+    if response.status_code != probe.status:
+        problems.append(f"HTTP {response.status_code}, expected {probe.status}")
+    if probe.json_:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+            problems.append("the answer is not JSON")
+        for check_ in probe.json_:
+            if data is None:
+                break
+            value = _dig(data, check_.field)
+            if check_.equals is not None and value != check_.equals:
+                problems.append(f"{check_.field} = {value!r}, expected {check_.equals!r}")
+            number = value if isinstance(value, int | float) else None
+            if check_.at_least is not None and (number is None or number < check_.at_least):
+                problems.append(f"{check_.field} = {value!r}, expected ≥ {check_.at_least:g}")
+            if check_.at_most is not None and (number is None or number > check_.at_most):
+                problems.append(f"{check_.field} = {value!r}, expected ≤ {check_.at_most:g}")
+    detail = "; ".join(problems) or f"HTTP {response.status_code}"
+    return {"probe": probe.name, "ok": not problems, "detail": detail}
+
+
+def _dig(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
+
+
+def _environment() -> dict[str, Any]:
+    return {
+        "ichaos": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": platform.node(),
+    }
