@@ -66,15 +66,18 @@ class Replica:
         return {"pool": self.spec.pool.value, "index": self.spec.index, "model": self.spec.model}
 
     def set_ready(self, ready: bool, reason: str = "") -> None:
+        refused = not ready and "model load refused" in reason
+        # A replica already down (e.g. "reloading") whose load is then refused is news too.
+        newly_refused = refused and "model load refused" not in self.reason
         if ready == self.ready:
             self.reason = reason
-            return
-        self.ready, self.reason = ready, reason
-        if ready:
-            self.events.record(EventKind.REPLICA_UP, **self.ident)
-            return
-        self.events.record(EventKind.REPLICA_DOWN, **self.ident, reason=reason)
-        if "model load refused" in reason:
+        else:
+            self.ready, self.reason = ready, reason
+            if ready:
+                self.events.record(EventKind.REPLICA_UP, **self.ident)
+                return
+            self.events.record(EventKind.REPLICA_DOWN, **self.ident, reason=reason)
+        if newly_refused:
             self.events.record(EventKind.MODEL_LOAD_REFUSED, **self.ident, reason=reason)
 
     def state(self) -> dict[str, Any]:
@@ -374,10 +377,14 @@ class Gateway:
         await asyncio.gather(*(self._check(r) for r in replicas))
 
     async def _check(self, replica: Replica) -> None:
+        url = f"{replica.spec.url}/readyz"
         try:
-            response = await self.client.get(
-                f"{replica.spec.url}/readyz", timeout=self.gw.health_timeout
-            )
+            try:
+                response = await self.client.get(url, timeout=self.gw.health_timeout)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # A pooled keep-alive connection the worker closed as we reused it: not a
+                # verdict on the worker. One fresh attempt decides.
+                response = await self.client.get(url, timeout=self.gw.health_timeout)
         except httpx.HTTPError as exc:
             replica.set_ready(False, f"health check failed: {type(exc).__name__}: {exc}")
             return
