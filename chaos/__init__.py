@@ -1,8 +1,16 @@
 """ichaos: the chaos and reliability harness around an LLM inference service."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-from ._errors import ApplyError, HarnessError, InjectionError, RevertError, WaitTimeout
+from ._backend import LocalTarget, Target, UrlTarget, repair
+from ._errors import (
+    ApplyError,
+    BackendError,
+    HarnessError,
+    InjectionError,
+    RevertError,
+    ScenarioError,
+    WaitTimeout,
+)
+from ._events import EventBus, EventType, Observer, RunEvent
 from ._injectors import (
     Corruption,
     GpuFault,
@@ -15,7 +23,20 @@ from ._injectors import (
     ToxicInjector,
     restore_leftovers,
 )
+from ._journal import read_journal
 from ._loadgen import GeneratorHealth, LoadGenerator, LoadRecord, LoadResult, RequestSpec
+from ._runner import Runner, RunResult, RunSettings
+from ._scenario import (
+    Backend,
+    LoadedScenario,
+    ModelFault,
+    PartitionFault,
+    ProcessFault,
+    Replicas,
+    Scenario,
+    ToxicFault,
+    load_scenario,
+)
 from ._shapes import Arrivals, Constant, Ramp, Shape, Spike, Step, expected_count, schedule
 from ._toxiproxy import (
     Proxy,
@@ -27,18 +48,18 @@ from ._toxiproxy import (
     ToxiproxyServer,
     ToxiproxyUnavailable,
 )
+from ._version import __version__
 from ._wait import wait_until
-
-try:
-    __version__ = version("inference-chaos")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "ApplyError",
     "Arrivals",
+    "Backend",
+    "BackendError",
     "Constant",
     "Corruption",
+    "EventBus",
+    "EventType",
     "GeneratorHealth",
     "GpuFault",
     "GpuFaultInjector",
@@ -48,28 +69,47 @@ __all__ = [
     "LoadGenerator",
     "LoadRecord",
     "LoadResult",
+    "LoadedScenario",
+    "LocalTarget",
     "ModelCorruptionInjector",
+    "ModelFault",
+    "Observer",
+    "PartitionFault",
     "PartitionInjector",
+    "ProcessFault",
     "Proxy",
     "Ramp",
+    "Replicas",
     "RequestSpec",
     "RevertError",
+    "RunEvent",
+    "RunResult",
+    "RunSettings",
+    "Runner",
+    "Scenario",
+    "ScenarioError",
     "Shape",
     "SignalInjector",
     "SignalKind",
     "Spike",
     "Step",
     "Stream",
+    "Target",
     "Toxic",
+    "ToxicFault",
     "ToxicInjector",
     "ToxicType",
     "ToxiproxyClient",
     "ToxiproxyError",
     "ToxiproxyServer",
     "ToxiproxyUnavailable",
+    "UrlTarget",
     "WaitTimeout",
     "__version__",
     "expected_count",
+    "load_scenario",
+    "read_journal",
+    "repair",
     "restore_leftovers",
     "schedule",
     "wait_until",

@@ -89,7 +89,8 @@ class Progress:
             mark = "✓" if outcome["passed"] else "✗"
             measured = outcome["measured"]
             value = "—" if measured is None else f"{measured:.4g}"
-            self._line(f"  {mark} {outcome['description']}: {value} ({outcome['detail']})")
+            detail = f" ({outcome['detail']})" if outcome["detail"] else ""
+            self._line(f"  {mark} {outcome['description']}: {value}{detail}")
         for slo in verdict["slos"]:
             self._line(
                 f"  SLO {slo['name']}: SLI {slo['sli']}, target {slo['target']:g}, "

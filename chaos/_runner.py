@@ -29,7 +29,6 @@ import httpx
 
 from slo import SLO, Evaluation, SLOError, evaluate
 
-from . import __version__
 from ._backend import LocalTarget, Target, UrlTarget
 from ._errors import HarnessError, InjectionError, RevertError
 from ._events import EventBus, EventType, Observer, RunEvent
@@ -53,6 +52,7 @@ from ._scenario import (
     SliProbe,
 )
 from ._shapes import Constant, schedule
+from ._version import __version__
 
 EXIT_PASSED, EXIT_FAILED, EXIT_INVALID, EXIT_HARNESS = 0, 1, 2, 3
 _TICK = 0.25  # how often abort conditions and the gateway's events are looked at
@@ -108,6 +108,7 @@ class _Applied:
     name: str
     injector: Injector | None
     window: Window
+    timed: bool  # has a duration; one without (a kill) ends when applied, whatever revert does
 
 
 @dataclass
@@ -322,7 +323,7 @@ class Runner:
             bursts.append(self._burst(target, name, fault))
             return
         injector = self._injector_factory(name, fault, target, rng)
-        entry = _Applied(name, injector, Window(None, None))
+        entry = _Applied(name, injector, Window(None, None), timed=fault.end is not None)
         try:
             injector.apply()
         except InjectionError as exc:
@@ -347,8 +348,9 @@ class Runner:
                 self.state.errors.append(str(exc))
                 self.emit(EventType.FAULT_FAILED, fault=name, stage="revert", error=str(exc))
                 continue
-            entry.window = Window(entry.window.applied, self.now())
-            self.state.windows[name] = entry.window
+            if entry.timed:
+                entry.window = Window(entry.window.applied, self.now())
+                self.state.windows[name] = entry.window
             self.emit(EventType.FAULT_REVERTED, fault=name)
 
     def _revert_all(self) -> None:

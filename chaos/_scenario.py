@@ -493,21 +493,9 @@ class Scenario(_Strict):
                 raise ValueError(
                     f"fault {self.name_of(fault)!r} starts at {fault.at:g}s, after the load ends"
                 )
-            if self.backend is Backend.URL and not isinstance(
-                fault, ToxicFault | PartitionFault | BurstFault
-            ):
-                raise ValueError(
-                    f"fault {self.name_of(fault)!r}: the url backend takes only load and network "
-                    "faults"
-                )
-            if (
-                self.backend is Backend.URL
-                and isinstance(fault, ToxicFault | PartitionFault)
-                and fault.hop != "client"
-            ):
-                raise ValueError(
-                    f"fault {self.name_of(fault)!r}: the url backend has only the `client` hop"
-                )
+        problem = self.unsupported_by(self.backend)
+        if problem:
+            raise ValueError(problem)
         if (self.backend is Backend.URL) != (self.url is not None):
             raise ValueError("`url` goes with `backend: url`, and only with it")
         inline = [e.name for e in self.slos if isinstance(e, SLODocument)]
@@ -527,6 +515,20 @@ class Scenario(_Strict):
         if not (info.context or {}).get("defer_slo_names"):
             self.check_slo_names(inline)
         return self
+
+    def unsupported_by(self, backend: Backend) -> str | None:
+        """Why this scenario cannot run on ``backend`` (None: it can)."""
+        if backend is not Backend.URL:
+            return None
+        for fault in self.faults:
+            if not isinstance(fault, ToxicFault | PartitionFault | BurstFault):
+                return (
+                    f"fault {self.name_of(fault)!r}: the url backend takes only load and network "
+                    "faults"
+                )
+            if isinstance(fault, ToxicFault | PartitionFault) and fault.hop != "client":
+                return f"fault {self.name_of(fault)!r}: the url backend has only the `client` hop"
+        return None
 
     def check_slo_names(self, known: list[str]) -> None:
         wanted = [

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
 from ._errors import ScenarioError
 from ._events import Observer
 from ._progress import Progress
 from ._runner import Runner, RunSettings
 from ._scenario import Backend, LoadedScenario, load_scenario
+from ._version import __version__
 
 EXIT_USAGE = 2
 
@@ -76,6 +76,11 @@ def _service_models(args: list[str]) -> int:
     return completed.returncode
 
 
+def _usage(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def _load_all(files: list[Path]) -> list[LoadedScenario] | None:
     loaded: list[LoadedScenario] = []
     failed = False
@@ -92,19 +97,36 @@ def _run(args: argparse.Namespace) -> int:
     scenarios = _load_all(args.files)  # every file is checked before anything starts
     if scenarios is None:
         return EXIT_USAGE
+    backend = Backend(args.backend) if args.backend else (Backend.URL if args.url else None)
+    if args.url and backend is not Backend.URL:
+        return _usage("--url goes with --backend url")
+    problems = []
+    for loaded in scenarios:
+        chosen = backend or loaded.scenario.backend
+        if chosen is Backend.URL and not (args.url or loaded.scenario.url):
+            problems.append(f"{loaded.path}: the url backend needs --url http://HOST:PORT")
+        problem = loaded.scenario.unsupported_by(chosen)
+        if problem:
+            problems.append(f"{loaded.path}: {problem}")
+    if problems:
+        return _usage("\n".join(problems))
     settings = RunSettings(
-        report_dir=args.report_dir,
-        backend=Backend(args.backend) if args.backend else None,
-        url=args.url,
-        seed=args.seed,
+        report_dir=args.report_dir, backend=backend, url=args.url, seed=args.seed
     )
     worst = 0
+    lines: list[str] = []
     for loaded in scenarios:
         observers: list[Observer] = [] if args.quiet else [Progress()]
         result = Runner(loaded, settings, observers=observers).run()
         verdict = result.verdict
-        print(f"{verdict['status'].upper():8} {verdict['scenario']}  {result.run_dir}")
+        lines.append(f"{verdict['status'].upper():8} {verdict['scenario']:24} {result.run_dir}")
+        if args.quiet:
+            print(lines[-1], flush=True)
         worst = max(worst, result.exit_code)
+    if not args.quiet and len(lines) > 1:
+        passed = sum(1 for line in lines if line.startswith("PASSED"))
+        print(f"\n{passed} of {len(lines)} scenarios passed:")
+        print("\n".join(f"  {line}" for line in lines))
     return worst
 
 

@@ -44,3 +44,38 @@ def test_models_commands_reach_the_service(built_registry: Path) -> None:
     verify = ichaos("models", "verify", "--registry", str(built_registry), "nosuch")
     assert verify.returncode == 2
     assert "model 'nosuch': not in the registry" in verify.stderr
+
+
+def test_validate_accepts_the_shipped_scenarios() -> None:
+    files = sorted(str(p) for p in (Path(__file__).parents[2] / "scenarios").glob("*.yaml"))
+    done = ichaos("validate", *files)
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) == len(files)
+    assert all(line.startswith("ok  ") for line in done.stdout.splitlines())
+
+
+def test_an_invalid_scenario_is_exit_2_with_file_line_field_and_no_traceback(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nload:\n  rate: 5/s\n  duration: forever\n", encoding="utf-8")
+    for command in ("validate", "run"):
+        done = ichaos(command, str(bad))
+        assert done.returncode == 2
+        assert f"{bad}:4: load.duration: invalid duration 'forever'" in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_run_checks_every_file_before_starting_anything(tmp_path: Path) -> None:
+    good = Path(__file__).parents[2] / "scenarios" / "baseline.yaml"
+    done = ichaos("run", str(good), str(tmp_path / "missing.yaml"), "--report-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert "missing.yaml" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no run directory: nothing was started
+
+
+def test_the_url_backend_without_a_url_is_a_usage_error(tmp_path: Path) -> None:
+    good = Path(__file__).parents[2] / "scenarios" / "baseline.yaml"
+    done = ichaos("run", str(good), "--backend", "url", "--report-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert "--url" in done.stderr and "Traceback" not in done.stderr

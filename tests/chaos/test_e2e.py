@@ -1,0 +1,132 @@
+"""Shipped scenarios end to end: the real stack as processes, behind the real toxiproxy-server,
+driven by the real load generator; and a harness killed with SIGKILL mid-fault, cleaned up by
+the next run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaos import Runner, RunSettings, load_scenario, read_journal, repair, wait_until
+from tests.conftest import needs_service
+
+pytestmark = [pytest.mark.chaos, needs_service]
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+@pytest.fixture
+def isolated(registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private registry copy and state directory, so nothing here touches the user's."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("ICHAOS_REGISTRY", str(registry))
+    monkeypatch.setenv("ICHAOS_STATE_DIR", str(state))
+    yield state
+    repair(state, log=lambda _m: None)  # a failed test must not leave processes behind
+
+
+def alive(pid: int, marker: str) -> bool:
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+
+
+def service_processes(under: Path) -> list[int]:
+    """Live processes of the reference service whose command line names a path under ``under``
+    (the private registry, the run directory): those a test started, and only those."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if (
+            entry.name.isdigit()
+            and alive(int(entry.name), "target_service")
+            and alive(int(entry.name), str(under))
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+def corrupted_files(registry: Path) -> list[str]:
+    bad = []
+    for manifest in registry.glob("*/*/manifest.json"):
+        for name, meta in json.loads(manifest.read_text())["files"].items():
+            data = (manifest.parent / name).read_bytes()
+            if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                bad.append(f"{manifest.parent.relative_to(registry)}/{name}")
+    return bad
+
+
+def run(name: str, tmp_path: Path) -> dict[str, Any]:
+    result = Runner(
+        load_scenario(SCENARIOS / f"{name}.yaml"), RunSettings(report_dir=tmp_path / "reports")
+    ).run()
+    verdict = result.verdict
+    unmet = [e for e in verdict["expectations"] if not e["passed"]]
+    assert result.passed, f"{verdict['status']}: {unmet} {verdict['harness_errors']}"
+    assert service_processes(tmp_path) == [], "processes outlived the run"
+    return verdict
+
+
+def test_worker_kill_is_invisible_to_users(isolated: Path, tmp_path: Path) -> None:
+    verdict = run("worker-kill", tmp_path)
+    assert verdict["requests"]["by_status"] == {"200": verdict["requests"]["total"]}
+    assert verdict["service_events"]["worker_restarted"] >= 1
+    assert verdict["time_to_recover_s"] is not None and verdict["time_to_recover_s"] < 5
+    assert not (isolated / "lease.json").exists()
+
+
+def test_partitioned_primary_is_served_by_the_fallback(isolated: Path, tmp_path: Path) -> None:
+    verdict = run("primary-partition", tmp_path)
+    (fallback,) = [e for e in verdict["expectations"] if e["kind"] == "fallback"]
+    assert fallback["measured"] >= 0.8 and fallback["fallback_after"] == 0
+    (fault,) = verdict["faults"]
+    assert fault["reverted"] - fault["applied"] == pytest.approx(8.0, abs=0.5)
+
+
+def test_a_harness_killed_mid_fault_is_repaired_by_the_next_run(
+    isolated: Path, registry: Path, tmp_path: Path
+) -> None:
+    reports = tmp_path / "reports"
+    log = (tmp_path / "ichaos.log").open("w")
+    harness = subprocess.Popen(
+        [sys.executable, "-m", "chaos", "run", str(SCENARIOS / "corrupted-checksum.yaml"),
+         "--report-dir", str(reports), "--quiet"],
+        stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+    )  # fmt: skip
+    try:
+
+        def damaged() -> bool:
+            journals = list(reports.glob("*/journal.jsonl"))
+            return bool(journals) and any(
+                e["type"] == "fault_applied" for e in read_journal(journals[0].parent)
+            )
+
+        wait_until(damaged, timeout=120, interval=0.2, message="the model fault applied")
+        lease = json.loads((isolated / "lease.json").read_text())["processes"]
+        harness.send_signal(signal.SIGKILL)
+        harness.wait(timeout=10)
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+        log.close()
+    assert corrupted_files(registry) == ["primary/v1/model.safetensors"]
+    assert any(alive(p["pid"], p["marker"]) for p in lease), "the stack outlived its harness"
+
+    done = repair(isolated, log=lambda _m: None)
+
+    assert corrupted_files(registry) == []
+    assert any("model.safetensors" in line for line in done)
+    assert not any(alive(p["pid"], p["marker"]) for p in lease)
+    # The supervisor stops its workers and gateway on SIGTERM; they may take a moment.
+    wait_until(lambda: service_processes(tmp_path) == [], timeout=20, message="stack gone")
+    assert not (isolated / "lease.json").exists()
+    assert not any((isolated / "model-backups").glob("*"))

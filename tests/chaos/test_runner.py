@@ -1,0 +1,278 @@
+"""The run loop against a real loopback HTTP service (uvicorn in a thread) with a scripted
+fault: event order, the verdict file, aborts, interrupts and faults that will not revert.
+
+The injector here flips the fake service into failing, so what the runner measures is what the
+fault did; the real injectors are tested against the real Toxiproxy and processes elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chaos import (
+    ApplyError,
+    Injector,
+    RevertError,
+    Runner,
+    RunSettings,
+    Target,
+    load_scenario,
+    read_journal,
+    wait_until,
+)
+
+
+class Service:
+    def __init__(self) -> None:
+        self.failing = False
+        self.ready = True
+
+    async def generate(self, _request: Request) -> Response:
+        if self.failing:
+            return JSONResponse({"error": {"type": "worker_failed"}}, status_code=503)
+        return JSONResponse(
+            {"text": "ok", "model": "primary", "version": "v1", "tokens": 2, "degraded": False}
+        )
+
+    async def readyz(self, _request: Request) -> Response:
+        return JSONResponse({"ready": self.ready}, status_code=200 if self.ready else 503)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[str, Service]]:
+    service = Service()
+    app = Starlette(
+        routes=[
+            Route("/v1/generate", service.generate, methods=["POST"]),
+            Route("/readyz", service.readyz),
+        ]
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout=10, message="test server started")
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", service
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture
+def service(served: tuple[str, Service]) -> Iterator[Service]:
+    _, state = served
+    state.failing, state.ready = False, True
+    yield state
+    state.failing, state.ready = False, True
+
+
+class FakeTarget(Target):
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = self.direct_url = url
+        self.stopped = False
+        self.service_events: list[dict[str, Any]] = []
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        return [e for e in self.service_events if e["seq"] > since]
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class Breaks(Injector):
+    """Makes the service answer 503 while applied."""
+
+    def __init__(self, service: Service, *, apply_fails: bool = False, revert_fails: bool = False):
+        super().__init__()
+        self.service, self.apply_fails, self.revert_fails = service, apply_fails, revert_fails
+        self.calls: list[str] = []
+
+    @property
+    def description(self) -> str:
+        return "the service answers 503"
+
+    def _apply(self) -> None:
+        self.calls.append("apply")
+        if self.apply_fails:
+            raise ApplyError("the proxy is gone")
+        self.service.failing = True
+
+    def _revert(self) -> None:
+        self.calls.append("revert")
+        if self.revert_fails:
+            raise RevertError("toxiproxy does not answer")
+        self.service.failing = False
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, url: str, service: Service) -> None:
+        self.tmp_path, self.url, self.service = tmp_path, url, service
+        self.target: FakeTarget | None = None
+        self.injectors: list[Breaks] = []
+        self.events: list[Any] = []
+
+    def run(self, body: str, *, observer: Any = None, **injector: bool) -> Any:
+        path = self.tmp_path / "scenario.yaml"
+        path.write_text(textwrap.dedent(body), encoding="utf-8")
+
+        def target_factory(*_args: Any) -> FakeTarget:
+            self.target = FakeTarget(self.url)
+            return self.target
+
+        def injector_factory(*_args: Any) -> Breaks:
+            self.injectors.append(Breaks(self.service, **injector))
+            return self.injectors[-1]
+
+        runner = Runner(
+            load_scenario(path),
+            RunSettings(report_dir=self.tmp_path / "reports", settle=1.0),
+            observers=[self.events.append, *([observer] if observer else [])],
+            target_factory=target_factory,
+            injector_factory=injector_factory,
+        )
+        return runner.run()
+
+    def types(self) -> list[str]:
+        seen = [e.type.value for e in self.events if e.type.value not in {"request", "probe"}]
+        return [t for i, t in enumerate(seen) if i == 0 or seen[i - 1] != t]
+
+
+@pytest.fixture
+def harness(tmp_path: Path, served: tuple[str, Service], service: Service) -> Harness:
+    return Harness(tmp_path, served[0], service)
+
+
+SCENARIO = """\
+name: scripted
+load: {rate: 20/s, duration: 5s}
+steady_state:
+  probes:
+    - {name: ready, kind: http, path: /readyz, json: [{field: ready, equals: true}]}
+faults:
+  - {name: outage, kind: partition, hop: client, at: 1s, duration: 1s}
+"""
+
+
+def test_a_run_emits_events_in_order_and_writes_a_verdict(harness: Harness) -> None:
+    result = harness.run(
+        SCENARIO + "expect:\n  - {kind: status, status: '503', min_share: 0.2, during: outage}\n"
+    )
+    assert result.exit_code == 0, result.verdict
+    assert harness.types() == [
+        "run_started", "target_ready", "load_started", "fault_applied", "fault_reverted",
+        "load_finished", "verdict", "run_finished",
+    ]  # fmt: skip
+    assert harness.injectors[0].calls == ["apply", "revert"]
+    assert harness.target is not None and harness.target.stopped
+    verdict = result.verdict
+    fault = verdict["faults"][0]
+    assert fault["applied"] == pytest.approx(1.0, abs=0.3)
+    assert fault["reverted"] == pytest.approx(2.0, abs=0.3)
+    assert fault["first_failure_s"] == pytest.approx(0.0, abs=0.1)
+    requests = verdict["requests"]
+    assert requests["total"] == 100 and 15 <= requests["by_status"]["503"] <= 25
+    assert verdict["steady_state"]["before_ok"] and verdict["steady_state"]["after_ok"]
+    assert verdict["expectations"][0]["passed"]
+    assert verdict["time_to_recover_s"] == pytest.approx(0.0, abs=0.2)
+    assert (result.run_dir / "verdict.json").is_file()
+    journal = list(read_journal(result.run_dir))
+    assert sum(1 for e in journal if e["type"] == "request") == 100
+    assert journal[-1]["type"] == "run_finished"
+
+
+def test_an_unmet_expectation_fails_the_run(harness: Harness) -> None:
+    result = harness.run(SCENARIO + "expect:\n  - {kind: status, status: 2xx, min_share: 1.0}\n")
+    assert result.exit_code == 1 and result.verdict["status"] == "failed"
+    (outcome,) = result.verdict["expectations"]
+    assert not outcome["passed"] and outcome["measured"] == pytest.approx(0.8, abs=0.06)
+
+
+def test_an_abort_condition_stops_early_and_reverts(harness: Harness) -> None:
+    started = time.monotonic()
+    result = harness.run(
+        """\
+        name: aborting
+        load: {rate: 20/s, duration: 20s}
+        faults:
+          - {name: outage, kind: partition, hop: client, at: 1s, duration: 15s}
+        abort:
+          - {kind: error_ratio, above: 0.5, window: 1s, min_requests: 10}
+        expect:
+          - {kind: status, status: 2xx, max_share: 1.0}
+        """
+    )
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 1 and result.verdict["status"] == "aborted"
+    assert "error ratio" in result.verdict["abort"]["reason"]
+    assert harness.injectors[0].calls == ["apply", "revert"] and not harness.service.failing
+    types = harness.types()
+    assert types.index("abort") < types.index("fault_reverted") < types.index("verdict")
+
+
+def test_a_fault_that_cannot_be_reverted_is_a_harness_error(harness: Harness) -> None:
+    result = harness.run(SCENARIO, revert_fails=True)
+    assert result.exit_code == 3 and result.verdict["status"] == "error"
+    assert any("toxiproxy does not answer" in e for e in result.verdict["harness_errors"])
+    failed = [e for e in harness.events if e.type.value == "fault_failed"]
+    assert failed and failed[0].data["stage"] == "revert"
+    assert harness.target is not None and harness.target.stopped
+
+
+def test_a_fault_that_cannot_be_applied_stops_the_run(harness: Harness) -> None:
+    result = harness.run(SCENARIO, apply_fails=True)
+    assert result.exit_code == 3
+    assert any("the proxy is gone" in e for e in result.verdict["harness_errors"])
+    assert harness.injectors[0].calls == ["apply"] and not harness.service.failing
+    assert harness.target is not None and harness.target.stopped
+
+
+def test_no_load_is_sent_when_steady_state_does_not_hold_before(harness: Harness) -> None:
+    harness.service.ready = False
+    result = harness.run(SCENARIO)
+    assert result.exit_code == 1
+    assert not result.verdict["steady_state"]["before_ok"]
+    assert result.verdict["requests"]["total"] == 0 and harness.injectors == []
+
+
+def test_sigint_mid_run_reverts_and_leaves_a_verdict(harness: Harness) -> None:
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        result = harness.run(SCENARIO.replace("duration: 5s", "duration: 10s"))
+    finally:
+        timer.cancel()
+    assert result.verdict["status"] == "aborted" and result.exit_code == 1
+    assert result.verdict["abort"]["reason"] == "interrupted by SIGINT"
+    assert harness.injectors[0].calls == ["apply", "revert"] and not harness.service.failing
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_service_events_are_placed_on_the_run_clock(harness: Harness) -> None:
+    def service_reacts(event: Any) -> None:
+        if event.type.value == "fault_applied" and harness.target is not None:
+            harness.target.service_events.append(
+                {"seq": 1, "kind": "replica_down", "wall": time.time() + 0.2}
+            )
+
+    result = harness.run(SCENARIO, observer=service_reacts)
+    assert result.verdict["faults"][0]["time_to_detect_s"] == pytest.approx(0.2, abs=0.15)
+    assert result.verdict["service_events"] == {"replica_down": 1}
+    (seen,) = [e for e in harness.events if e.type.value == "service_event"]
+    assert seen.t == pytest.approx(1.2, abs=0.3)
