@@ -146,9 +146,7 @@ class _Lease:
 class LocalTarget(Target):
     """The reference stack behind the project's own toxiproxy-server, all on loopback."""
 
-    def __init__(
-        self, stack_file: Path | None, run_dir: Path, *, log: IO[str] | None = None
-    ) -> None:
+    def __init__(self, stack_file: Path | None, run_dir: Path, *, log: Path | None = None) -> None:
         super().__init__()
         from target_service import StackProcess, default_stack_file, load_stack_config
 
@@ -160,8 +158,10 @@ class LocalTarget(Target):
         self._lease = _Lease(self.state)
         self._server: ToxiproxyServer | None = None
         self._stack: Any = None
-        self._log = log
+        self._log: IO[str] | None = None
         try:
+            if log is not None:
+                self._log = log.open("a", encoding="utf-8")
             self._server = ToxiproxyServer(log=run_dir / "toxiproxy.log")
             self._lease.hold(self._server.proc.pid, "toxiproxy-server", "toxiproxy-server")
             self.toxiproxy = self._server.client()
@@ -184,7 +184,7 @@ class LocalTarget(Target):
             env = {config.admin_token_env: self.admin_token}
             self._stack = StackProcess(
                 self.config_path, run_dir / "stack" / "state.json", self.registry,
-                env=env, stderr=log,
+                env=env, stderr=self._log,
             )  # fmt: skip
             self._lease.hold(self._stack.process.proc.pid, "target_service stack", "stack")
             for worker in self.workers():
@@ -258,6 +258,9 @@ class LocalTarget(Target):
             self._server.stop()
             self._server = None
         self._lease.release()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         if errors:
             raise BackendError("; ".join(errors))
 

@@ -99,8 +99,7 @@ def default_target(loaded: LoadedScenario, settings: RunSettings, run_dir: Path)
         if url is None:
             raise HarnessError("the url backend needs a URL (--url or `url:` in the scenario)")
         return UrlTarget(url, run_dir)
-    log = (run_dir / "stack.log").open("a", encoding="utf-8")
-    return LocalTarget(scenario.stack, run_dir, log=log)
+    return LocalTarget(scenario.stack, run_dir, log=run_dir / "stack.log")
 
 
 @dataclass
