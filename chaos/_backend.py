@@ -24,7 +24,7 @@ import yaml
 
 from ._errors import BackendError, HarnessError
 from ._injectors import restore_leftovers
-from ._toxiproxy import ToxiproxyClient, ToxiproxyServer
+from ._toxiproxy import ToxiproxyClient, ToxiproxyError, ToxiproxyServer, ToxiproxyUnavailable
 from ._wait import wait_until
 
 ADMIN_HEADER = "X-Admin-Token"
@@ -35,6 +35,11 @@ _NOWHERE = "127.0.0.1:1"  # a proxy's upstream before its worker's port is known
 def state_dir() -> Path:
     """Where backups of corrupted files and the lease of a running experiment live."""
     return Path(os.environ.get("ICHAOS_STATE_DIR", ".ichaos/state"))
+
+
+def toxiproxy_url() -> str:
+    """A toxiproxy-server to share, if one answers here; else each run starts its own."""
+    return os.environ.get("ICHAOS_TOXIPROXY_URL", "http://127.0.0.1:8474")
 
 
 def registry_dir() -> Path:
@@ -73,6 +78,14 @@ def repair(state: Path, *, log: Any = print) -> list[str]:
                         os.kill(pid, signal.SIGKILL)
                 done.append(f"stopped {entry['what']} (pid {pid}) left by an earlier run")
                 log(done[-1])
+        for entry in owned.get("proxies", []):
+            with ToxiproxyClient(str(entry["server"])) as client:
+                try:
+                    client.delete_proxy(str(entry["name"]))
+                except (ToxiproxyError, ToxiproxyUnavailable):
+                    continue  # already gone, or the server with it
+            done.append(f"removed proxy {entry['name']} (and its toxics) on {entry['server']}")
+            log(done[-1])
         lease.unlink(missing_ok=True)
     done.extend(restore_leftovers(state, log=log))
     return done
@@ -91,6 +104,9 @@ class Target:
         self.registry: Path | None = None
         self.state = state_dir()
         self.config_path: Path | None = None
+        self._created: list[str] = []  # proxies this target made on a shared server
+        self._proxy_prefix = ""
+        self._lease_ref: _Lease | None = None
 
     # -- what faults need ----------------------------------------------------------------
 
@@ -125,18 +141,69 @@ class Target:
     def stop(self) -> None:
         raise NotImplementedError
 
+    # -- toxiproxy: a reachable server is shared, else the project's own is started ---------
+
+    def _connect_toxiproxy(self, lease: _Lease, log: Path) -> ToxiproxyServer | None:
+        """Use the server at ``ICHAOS_TOXIPROXY_URL`` (default 127.0.0.1:8474) when one answers
+        there; otherwise start the project's ``toxiproxy-server`` for this run (returned)."""
+        shared = ToxiproxyClient(toxiproxy_url())
+        try:
+            shared.version()
+        except ToxiproxyUnavailable:
+            shared.close()
+        else:
+            self.toxiproxy, self._lease_ref = shared, lease
+            # Unique names on a server others use; removed at stop, or by repair() after a crash.
+            self._proxy_prefix = f"ichaos-{secrets.token_hex(3)}-"
+            return None
+        server = ToxiproxyServer(log=log)
+        lease.hold(server.proc.pid, "toxiproxy-server", "toxiproxy-server")
+        self.toxiproxy = server.client()
+        return server
+
+    def _create_proxy(self, hop: str, name: str, upstream: str) -> str:
+        assert self.toxiproxy is not None
+        proxy = self.toxiproxy.create_proxy(self._proxy_prefix + name, upstream)
+        if self._lease_ref is not None:
+            self._lease_ref.hold_proxy(self.toxiproxy.url, proxy.name)
+            self._created.append(proxy.name)
+        self.hops[hop] = proxy.name
+        return proxy.listen
+
+    def _release_toxiproxy(self) -> list[str]:
+        """Delete the proxies made on a shared server; close the client. Returns problems."""
+        errors = []
+        if self.toxiproxy is not None:
+            for name in self._created:
+                try:
+                    self.toxiproxy.delete_proxy(name)
+                except (ToxiproxyError, ToxiproxyUnavailable) as exc:
+                    errors.append(f"proxy {name}: {exc}")
+            self._created.clear()
+            self.toxiproxy.close()
+            self.toxiproxy = None
+        return errors
+
 
 class _Lease:
     def __init__(self, state: Path) -> None:
         self.path = state / _LEASE
         self.processes: list[dict[str, Any]] = []
+        self.proxies: list[dict[str, str]] = []
         state.mkdir(parents=True, exist_ok=True)
         repair(state)
 
     def hold(self, pid: int, marker: str, what: str) -> None:
         self.processes.append({"pid": pid, "marker": marker, "what": what})
+        self._write()
+
+    def hold_proxy(self, server: str, name: str) -> None:
+        self.proxies.append({"server": server, "name": name})
+        self._write()
+
+    def _write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"processes": self.processes}))
+        tmp.write_text(json.dumps({"processes": self.processes, "proxies": self.proxies}))
         tmp.replace(self.path)
 
     def release(self) -> None:
@@ -162,18 +229,14 @@ class LocalTarget(Target):
         try:
             if log is not None:
                 self._log = log.open("a", encoding="utf-8")
-            self._server = ToxiproxyServer(log=run_dir / "toxiproxy.log")
-            self._lease.hold(self._server.proc.pid, "toxiproxy-server", "toxiproxy-server")
-            self.toxiproxy = self._server.client()
+            self._server = self._connect_toxiproxy(self._lease, run_dir / "toxiproxy.log")
             config = load_stack_config(stack_file or default_stack_file())
             pools: dict[str, Any] = {}
             for pool_name, pool in config.pools.items():
                 addresses = []
                 for index in range(pool.replicas):
-                    hop = f"{pool_name.value}[{index}]"
-                    proxy = self.toxiproxy.create_proxy(f"{pool_name.value}-{index}", _NOWHERE)
-                    self.hops[hop] = proxy.name
-                    addresses.append(proxy.listen)
+                    hop, name = f"{pool_name.value}[{index}]", f"{pool_name.value}-{index}"
+                    addresses.append(self._create_proxy(hop, name, _NOWHERE))
                 pools[pool_name.value] = {"addresses": addresses}
             data = config.model_dump(mode="json", exclude={"registry"})
             for name, update in pools.items():
@@ -187,14 +250,15 @@ class LocalTarget(Target):
                 env=env, stderr=self._log,
             )  # fmt: skip
             self._lease.hold(self._stack.process.proc.pid, "target_service stack", "stack")
+            proxies = self.toxiproxy
+            assert proxies is not None
             for worker in self.workers():
                 hop = self.hops[f"{worker['pool']}[{worker['index']}]"]
-                self.toxiproxy.update_proxy(hop, upstream=f"127.0.0.1:{worker['port']}")
+                proxies.update_proxy(hop, upstream=f"127.0.0.1:{worker['port']}")
             gateway = self._state()["gateway"]
             self.direct_url = str(gateway["url"])
-            client = self.toxiproxy.create_proxy("client", f"127.0.0.1:{gateway['port']}")
-            self.hops["client"] = client.name
-            self.url = f"http://{client.listen}"
+            listen = self._create_proxy("client", "client", f"127.0.0.1:{gateway['port']}")
+            self.url = f"http://{listen}"
             wait_until(self._all_ready, timeout=60, message="every replica ready at the gateway")
         except BaseException:
             self.stop()
@@ -240,6 +304,7 @@ class LocalTarget(Target):
             "url": self.url,
             "gateway": self.direct_url,
             "toxiproxy": self.toxiproxy.url if self.toxiproxy else None,
+            "toxiproxy_shared": self._server is None,
             "hops": dict(self.hops),
             "registry": str(self.registry),
         }
@@ -252,8 +317,7 @@ class LocalTarget(Target):
             except Exception as exc:  # keep going: the proxies and the server must go too
                 errors.append(f"stack: {exc}")
             self._stack = None
-        if self.toxiproxy is not None:
-            self.toxiproxy.close()
+        errors += self._release_toxiproxy()
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -277,12 +341,9 @@ class UrlTarget(Target):
         self._server: ToxiproxyServer | None = None
         self.admin_token = admin_token
         try:
-            self._server = ToxiproxyServer(log=run_dir / "toxiproxy.log")
-            self._lease.hold(self._server.proc.pid, "toxiproxy-server", "toxiproxy-server")
-            self.toxiproxy = self._server.client()
-            proxy = self.toxiproxy.create_proxy("client", f"{parts.hostname}:{parts.port}")
-            self.hops["client"] = proxy.name
-            self.url = f"http://{proxy.listen}"
+            self._server = self._connect_toxiproxy(self._lease, run_dir / "toxiproxy.log")
+            listen = self._create_proxy("client", "client", f"{parts.hostname}:{parts.port}")
+            self.url = f"http://{listen}"
             self.direct_url = url.rstrip("/")
             try:
                 wait_until(self._answers, timeout=10, interval=0.2, message=f"{url} answering")
@@ -300,12 +361,17 @@ class UrlTarget(Target):
         return True
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "url", "url": self.url, "service": self.direct_url, "hops": self.hops}
+        return {
+            "backend": "url", "url": self.url, "service": self.direct_url, "hops": self.hops,
+            "toxiproxy": self.toxiproxy.url if self.toxiproxy else None,
+            "toxiproxy_shared": self._server is None,
+        }  # fmt: skip
 
     def stop(self) -> None:
-        if self.toxiproxy is not None:
-            self.toxiproxy.close()
+        errors = self._release_toxiproxy()
         if self._server is not None:
             self._server.stop()
             self._server = None
         self._lease.release()
+        if errors:
+            raise BackendError("; ".join(errors))
