@@ -6,6 +6,7 @@ from ._errors import (
     BackendError,
     HarnessError,
     InjectionError,
+    ReportError,
     RevertError,
     ScenarioError,
     WaitTimeout,
@@ -25,6 +26,7 @@ from ._injectors import (
 )
 from ._journal import read_journal
 from ._loadgen import GeneratorHealth, LoadGenerator, LoadRecord, LoadResult, RequestSpec
+from ._report import load_run, render_index, render_run
 from ._runner import Runner, RunResult, RunSettings
 from ._scenario import (
     Backend,
@@ -80,6 +82,7 @@ __all__ = [
     "Proxy",
     "Ramp",
     "Replicas",
+    "ReportError",
     "RequestSpec",
     "RevertError",
     "RunEvent",
@@ -107,8 +110,11 @@ __all__ = [
     "WaitTimeout",
     "__version__",
     "expected_count",
+    "load_run",
     "load_scenario",
     "read_journal",
+    "render_index",
+    "render_run",
     "repair",
     "restore_leftovers",
     "schedule",

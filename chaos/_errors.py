@@ -6,7 +6,8 @@ HarnessError
 ├── InjectionError       a fault injector failed
 │   ├── ApplyError       ... to apply (nothing of it is left applied)
 │   └── RevertError      ... to revert (the run fails with the harness-error exit code)
-└── BackendError         the target could not be provisioned or reached
+├── BackendError         the target could not be provisioned or reached
+└── ReportError          a directory is not a run directory, or its journal cannot be read
 """
 
 from __future__ import annotations
@@ -38,3 +39,7 @@ class ScenarioError(HarnessError):
 
 class BackendError(HarnessError):
     """The target could not be provisioned, reached or torn down."""
+
+
+class ReportError(HarnessError):
+    """A directory is not a run directory, or its journal cannot be read."""

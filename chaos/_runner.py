@@ -30,13 +30,14 @@ import httpx
 from slo import SLO, Evaluation, SLOError, evaluate
 
 from ._backend import LocalTarget, Target, UrlTarget
-from ._errors import HarnessError, InjectionError, RevertError
+from ._errors import HarnessError, InjectionError, ReportError, RevertError
 from ._events import EventBus, EventType, Observer, RunEvent
 from ._expect import Facts, Outcome, Window, check, first_failure, time_to_detect, time_to_recover
 from ._faults import build_injector
 from ._injectors import Injector
 from ._journal import Journal, write_verdict
 from ._loadgen import LoadGenerator, LoadRecord, LoadResult, RequestSpec
+from ._report import render_index, render_run
 from ._scenario import (
     Backend,
     BurnRateAbort,
@@ -77,6 +78,7 @@ class RunSettings:
 class RunResult:
     run_dir: Path
     verdict: dict[str, Any]
+    report: Path | None = None  # the run's HTML page
 
     @property
     def passed(self) -> bool:
@@ -191,7 +193,8 @@ class Runner:
             run_id=self.run_id, scenario=self.scenario.name, file=str(self.loaded.path),
             text=self.loaded.text, seed=self.seed,
             backend=(self.settings.backend or self.scenario.backend).value,
-            environment=_environment(),
+            environment=_environment(), production_rps=self.settings.production_rps,
+            slos=[s.model_dump(mode="json") for s in self.loaded.slos],
         )  # fmt: skip
         target: Target | None = None
         with self._signals():
@@ -219,8 +222,15 @@ class Runner:
         verdict = self._verdict()
         write_verdict(self.run_dir, verdict)
         self.emit(EventType.VERDICT, verdict=verdict)
+        report = None
+        try:  # the journal is on disk up to the verdict: the page is made from it alone
+            report = render_run(self.run_dir)
+            render_index(self.run_dir.parent)
+            self.emit(EventType.MESSAGE, text=f"report: {report}")
+        except (ReportError, OSError) as exc:
+            self.emit(EventType.MESSAGE, text=f"! the HTML report could not be written: {exc}")
         self.emit(EventType.RUN_FINISHED, passed=verdict["passed"], exit_code=verdict["exit_code"])
-        return RunResult(self.run_dir, verdict)
+        return RunResult(self.run_dir, verdict, report)
 
     def _experiment(self, target: Target) -> None:
         before = self._probe_phase(target, Phase.BEFORE, settle=self.settings.settle)

@@ -13,9 +13,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._errors import ScenarioError
+from ._errors import ReportError, ScenarioError
 from ._events import Observer
 from ._progress import Progress
+from ._report import render_index, render_run
 from ._runner import Runner, RunSettings
 from ._scenario import Backend, LoadedScenario, load_scenario
 from ._version import __version__
@@ -51,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--report-dir", type=Path, default=Path("reports"), help="default: reports")
     run.add_argument("--quiet", action="store_true", help="print only the verdict lines")
+
+    report = sub.add_parser(
+        "report",
+        help="render a run directory's HTML report (and the index of runs beside it)",
+        description="Render RUN_DIR/index.html from RUN_DIR/journal.jsonl (a crashed run's too, "
+        "marked incomplete) and refresh the index of runs in RUN_DIR's parent.",
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.add_argument("-o", "--output", type=Path, help="write the page here instead")
 
     validate = sub.add_parser(
         "validate", help="check scenario files (schema and references) without running them"
@@ -136,6 +146,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _service_models(list(args.rest))
     if args.command == "run":
         return _run(args)
+    if args.command == "report":
+        try:
+            page = render_run(args.run_dir, args.output)
+            if args.output is None:
+                render_index(args.run_dir.parent)
+        except ReportError as exc:
+            return _usage(str(exc))
+        print(page)
+        return 0
     if args.command == "validate":
         loaded = _load_all(args.files)
         if loaded is None:

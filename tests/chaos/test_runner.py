@@ -177,8 +177,10 @@ def test_a_run_emits_events_in_order_and_writes_a_verdict(harness: Harness) -> N
     assert result.exit_code == 0, result.verdict
     assert harness.types() == [
         "run_started", "target_ready", "load_started", "fault_applied", "fault_reverted",
-        "load_finished", "verdict", "run_finished",
+        "load_finished", "verdict", "message", "run_finished",
     ]  # fmt: skip
+    assert result.report == result.run_dir / "index.html" and result.report.is_file()
+    assert (result.run_dir.parent / "index.html").is_file()
     assert harness.injectors[0].calls == ["apply", "revert"]
     assert harness.target is not None and harness.target.stopped
     verdict = result.verdict

@@ -1,0 +1,117 @@
+"""The HTML report from fixture journals: passed, failed, aborted and incomplete runs, streamed
+runs, the index of runs, and ``ichaos report``."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chaos._report import load_run, render_index, render_run
+from tests.chaos._journals import make_run
+
+
+def charts(page: str) -> list[str]:
+    return re.findall(r'<svg class="chart" id="([a-z]+)"', page)
+
+
+def test_a_passed_run_page_has_verdict_charts_tables_and_nothing_external(tmp_path: Path) -> None:
+    page = render_run(make_run(tmp_path, "run-a")).read_text()
+    assert '<span class="badge passed">passed</span>' in page
+    assert charts(page) == ["throughput", "latency", "budget", "burn"]
+    # The fault window is shaded and labelled on every chart; the service's events are marked.
+    assert page.count("<title>cut-primary</title>") == 4
+    assert page.count("6.10s fallback_on") == 4 and page.count("10.20s fallback_off") == 4
+    assert "fallback served ≥ 60%" in page and "43.2 min at 50 req/s" in page
+    assert "time to detect<b>0.10 s</b>" in page
+    assert "# &lt;b&gt;" in page  # the scenario text, escaped
+    for external in ("<script", "src=", 'href="http', "@import", "url("):
+        assert external not in page
+    assert "prefers-color-scheme: dark" in page and "@media print" in page
+
+
+def test_throughput_and_latency_bins_carry_the_recorded_numbers(tmp_path: Path) -> None:
+    page = render_run(make_run(tmp_path, "run-a")).read_text()
+    # Second 7 (inside the fault): 20 sent, 10 answered by the fallback, 10 failed.
+    assert "7–8s: sent 20, succeeded 0, degraded 10, shed 0, failed 10 req/s" in page
+    assert "2–3s: sent 20, succeeded 20, degraded 0, shed 0, failed 0 req/s" in page
+    assert "7–8s: p50 250, p95 250, p99 250 ms" in page
+
+
+def test_failed_and_aborted_runs_say_so(tmp_path: Path) -> None:
+    failed = render_run(make_run(tmp_path, "f", status="failed")).read_text()
+    assert '<span class="badge failed">failed</span>' in failed
+    assert '<span class="no">✗</span></td><td>fallback served' in failed
+    aborted = render_run(make_run(tmp_path, "a", status="aborted")).read_text()
+    assert "<b>Aborted</b> at 11.00 s: error ratio 50.0%" in aborted
+
+
+def test_a_crashed_run_renders_from_its_journal_marked_incomplete(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "crashed", status="incomplete", torn=True)
+    data = load_run(run_dir)
+    assert not data.complete and len(data.requests) == 400
+    page = render_run(run_dir).read_text()
+    assert '<span class="badge incomplete">incomplete</span>' in page
+    assert "Incomplete run" in page and "no expectation was judged" in page
+    assert charts(page) == ["throughput", "latency", "budget", "burn"]
+    # The SLO table is computed from the journal's records: 40 bad of 400.
+    assert "40 / 400" in page
+
+
+def test_streamed_runs_get_a_time_to_first_token_chart(tmp_path: Path) -> None:
+    page = render_run(make_run(tmp_path, "s", stream=True)).read_text()
+    assert charts(page) == ["throughput", "latency", "ttft", "budget", "burn"]
+
+
+def test_a_sixty_second_run_at_fifty_per_second_stays_small(tmp_path: Path) -> None:
+    page = render_run(make_run(tmp_path, "big", rate=50, seconds=60, stream=True))
+    assert page.stat().st_size < 5 * 1024 * 1024
+
+
+def test_the_index_lists_runs_newest_first_and_is_replaced_atomically(tmp_path: Path) -> None:
+    make_run(tmp_path, "old", status="failed", wall=1_700_000_000.0)
+    make_run(tmp_path, "new", wall=1_700_000_500.0)
+    make_run(tmp_path, "crashed", status="incomplete", wall=1_700_000_100.0)
+    (tmp_path / "not-a-run").mkdir()
+    index = render_index(tmp_path).read_text()
+    links = re.findall(r'<a href="([^"]+)/index.html">', index)
+    assert links == ["new", "crashed", "old"]
+    assert "3 runs, newest first." in index
+    assert re.findall(r'badge (\w+)">', index) == ["passed", "incomplete", "failed"]
+    assert "10000.0%" in index  # the worst budget consumed of the passed run
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["index.html"]
+
+
+def ichaos(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chaos", *args], capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+
+
+def test_ichaos_report_renders_a_run_and_the_index(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "run-a")
+    done = ichaos("report", str(run_dir))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(run_dir / "index.html")
+    assert (tmp_path / "index.html").is_file()
+    out = tmp_path / "elsewhere" / "page.html"
+    assert ichaos("report", str(run_dir), "-o", str(out)).returncode == 0
+    assert "primary-partition" in out.read_text()
+
+
+def test_ichaos_report_on_something_else_is_a_usage_error(tmp_path: Path) -> None:
+    done = ichaos("report", str(tmp_path))
+    assert done.returncode == 2
+    assert f"error: {tmp_path}: not a run directory (no journal.jsonl)" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("status", ["passed", "failed", "aborted", "incomplete"])
+def test_every_kind_of_run_renders(tmp_path: Path, status: str) -> None:
+    page = render_run(make_run(tmp_path, status, status=status)).read_text()
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    assert f'<span class="badge {status}">{status}</span>' in page
