@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -48,7 +49,23 @@ def _rate(value: Any) -> Any:
     return value
 
 
-Rate = Annotated[float, BeforeValidator(_rate), Field(ge=0, le=100_000)]
+Rate = Annotated[
+    float,
+    BeforeValidator(_rate),
+    Field(ge=0, le=100_000),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "pattern": r"^\s*\d+(\.\d+)?\s*/\s*(s|m|h)\s*$",
+                    "examples": ["20/s", "600/m"],
+                },
+                {"type": "number", "minimum": 0, "maximum": 100_000},
+            ]
+        }
+    ),
+]
 """Requests per second; files write ``20/s``, ``600/m`` or a bare number of requests/s."""
 
 
@@ -195,7 +212,29 @@ def _hop(value: Any) -> Any:
     return value
 
 
-Hop = Annotated[Literal["client"] | Replicas, BeforeValidator(_hop)]
+Hop = Annotated[
+    Literal["client"] | Replicas,
+    BeforeValidator(_hop),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "pattern": r"^(client|(primary|canary|fallback)(\[\d+\])?)$",
+                    "examples": ["client", "primary[0]", "primary"],
+                },
+                {
+                    "type": "object",
+                    "properties": {
+                        "pool": {"enum": [p.value for p in Pool]},
+                        "index": {"type": ["integer", "array", "null"]},
+                    },
+                    "required": ["pool"],
+                },
+            ]
+        }
+    ),
+]
 
 
 # -- faults ----------------------------------------------------------------------------------

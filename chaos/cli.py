@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,8 @@ from ._progress import Progress
 from ._report import render_index, render_run
 from ._runner import Runner, RunSettings
 from ._scenario import Backend, LoadedScenario, load_scenario
+from ._schema import SchemaKind
+from ._schema import schema as render_schema
 from ._version import __version__
 
 EXIT_USAGE = 2
@@ -30,6 +33,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ichaos {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    schema = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of scenario or SLO files, for editors",
+        description="For yaml-language-server (VS Code's YAML extension and others), put "
+        "`# yaml-language-server: $schema=PATH` at the top of a file, or map the schema to a "
+        "glob in the editor's settings.",
+    )
+    schema.add_argument(
+        "kind", nargs="?", choices=[k.value for k in SchemaKind], default="scenario",
+        help="default: scenario",
+    )  # fmt: skip
+    schema.add_argument("-o", "--output", type=Path, help="write it to this file")
+    target = sub.add_parser(
+        "target",
+        help="start, inspect or stop the reference stack (up | status | down)",
+        add_help=False,
+    )
+    target.add_argument("rest", nargs=argparse.REMAINDER, help="see `ichaos target --help`")
+    listing = sub.add_parser(
+        "list", help="list scenario files: name, duration, faults, description"
+    )
+    listing.add_argument(
+        "dir", nargs="?", type=Path, default=Path("scenarios"), metavar="DIR",
+        help="default: scenarios",
+    )  # fmt: skip
     models = sub.add_parser(
         "models",
         help="build, verify, register or list models of the reference service's registry",
@@ -69,7 +97,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _list(directory: Path) -> int:
+    if not directory.is_dir():
+        return _usage(f"{directory}: no such directory")
+    files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
+    if not files:
+        return _usage(f"{directory}: no scenario file (*.yaml) there")
+    invalid = 0
+    for file in files:
+        try:
+            scenario = load_scenario(file).scenario
+        except ScenarioError as exc:
+            invalid += 1
+            first = str(exc).splitlines()[1:2] or [str(exc)]
+            print(f"{file.name:28} INVALID  {first[0]}")
+            continue
+        names = scenario.fault_names()
+        faults = ", ".join(
+            f"{f.kind} {n} @{f.at:g}s" for n, f in zip(names, scenario.faults, strict=True)
+        )
+        print(
+            f"{file.name:28} {scenario.load.duration:>4g}s  {faults or 'no fault'}\n"
+            f"{'':28} {scenario.description}"
+        )
+    return EXIT_USAGE if invalid else 0
+
+
 def _service_models(args: list[str]) -> int:
+    return _service(["models", *args])
+
+
+def _service(args: list[str]) -> int:
     if (
         importlib.util.find_spec("target_service") is None
         or importlib.util.find_spec("torch") is None
@@ -80,9 +138,7 @@ def _service_models(args: list[str]) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    completed = subprocess.run(
-        [sys.executable, "-m", "target_service", "models", *args], check=False
-    )
+    completed = subprocess.run([sys.executable, "-m", "target_service", *args], check=False)
     return completed.returncode
 
 
@@ -144,6 +200,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "models":
         return _service_models(list(args.rest))
+    if args.command == "schema":
+        text = json.dumps(render_schema(SchemaKind(args.kind)), indent=2) + "\n"
+        if args.output is None:
+            sys.stdout.write(text)
+            return 0
+        try:
+            args.output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            return _usage(f"cannot write {args.output}: {exc}")
+        print(args.output)
+        return 0
+    if args.command == "target":
+        return _service(["stack", *args.rest])
+    if args.command == "list":
+        return _list(args.dir)
     if args.command == "run":
         return _run(args)
     if args.command == "report":

@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, PlainSerializer, ValidationInfo
+from pydantic import BeforeValidator, Field, PlainSerializer, ValidationInfo, WithJsonSchema
 
 _UNITS: dict[str, float] = {
     "ms": 0.001,
@@ -83,10 +83,18 @@ def _from_file(info: ValidationInfo) -> bool:
     return isinstance(context, dict) and bool(context.get("file"))
 
 
+DURATION_TEXT_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*)+$",
+    "examples": ["500ms", "30s", "5m", "1h30m", "30d"],
+}
+"""A duration as files write it, for editors' JSON Schema."""
+
 Duration = Annotated[
     float,
     BeforeValidator(coerce_duration),
     Field(gt=0, allow_inf_nan=False),
     PlainSerializer(format_duration, when_used="json"),
+    WithJsonSchema({"anyOf": [DURATION_TEXT_SCHEMA, {"type": "number", "exclusiveMinimum": 0}]}),
 ]
 """A positive duration in seconds; from a file it must be written with a unit."""

@@ -9,10 +9,10 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, PlainSerializer, ValidationInfo
+from pydantic import BeforeValidator, Field, PlainSerializer, ValidationInfo, WithJsonSchema
 
 from ._base import Model
-from ._duration import Duration, coerce_duration, format_duration
+from ._duration import DURATION_TEXT_SCHEMA, Duration, coerce_duration, format_duration
 from ._rules import BurnRateRule, default_rules
 
 
@@ -98,6 +98,18 @@ StatusMatch = Annotated[
     StatusPattern,
     BeforeValidator(StatusPattern.parse),
     PlainSerializer(str, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {
+                    "type": "string",
+                    "pattern": "^([1-5]xx|[1-5][0-9][0-9]|error)$",
+                    "examples": ["5xx", "429", "error"],
+                },
+                {"type": "integer", "minimum": 100, "maximum": 599},
+            ]
+        }
+    ),
 ]
 
 DEFAULT_BAD: tuple[StatusPattern, ...] = (
@@ -203,6 +215,15 @@ Period = Annotated[
     Annotated[float, Field(gt=0, allow_inf_nan=False)] | PeriodKind,
     BeforeValidator(_coerce_period),
     PlainSerializer(_period_json, when_used="json"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "enum": [k.value for k in PeriodKind]},
+                DURATION_TEXT_SCHEMA,
+                {"type": "number", "exclusiveMinimum": 0},
+            ]
+        }
+    ),
 ]
 
 

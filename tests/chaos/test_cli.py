@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import chaos
+from tests.conftest import needs_service
 
 ICHAOS = [sys.executable, "-c", "import sys; from chaos.cli import main; sys.exit(main())"]
 
@@ -79,3 +80,33 @@ def test_the_url_backend_without_a_url_is_a_usage_error(tmp_path: Path) -> None:
     done = ichaos("run", str(good), "--backend", "url", "--report-dir", str(tmp_path))
     assert done.returncode == 2
     assert "--url" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_list_shows_each_scenario_with_duration_faults_and_description(tmp_path: Path) -> None:
+    shipped = Path(__file__).parents[2] / "scenarios"
+    done = ichaos("list", str(shipped))
+    assert done.returncode == 0, done.stderr
+    assert "worker-kill.yaml" in done.stdout and "24s  process kill-primary @6s" in done.stdout
+    assert "baseline.yaml" in done.stdout and "no fault" in done.stdout
+    good = "name: g\ndescription: fine\nload: {rate: 1/s, duration: 5s}\n"
+    (tmp_path / "good.yaml").write_text(good)
+    (tmp_path / "bad.yaml").write_text("name: b\nload: {rate: 1/s, duration: soon}\n")
+    done = ichaos("list", str(tmp_path))
+    assert done.returncode == 2
+    assert "bad.yaml" in done.stdout and "INVALID" in done.stdout
+    assert "duration 'soon'" in done.stdout
+    assert "good.yaml" in done.stdout and "fine" in done.stdout
+
+
+def test_list_of_a_missing_or_empty_directory_is_a_usage_error(tmp_path: Path) -> None:
+    missing = ichaos("list", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "no such directory" in missing.stderr
+    empty = ichaos("list", str(tmp_path))
+    assert empty.returncode == 2 and "no scenario file" in empty.stderr
+
+
+@needs_service
+def test_target_commands_reach_the_stack_supervisor(tmp_path: Path) -> None:
+    done = ichaos("target", "status", "--state", str(tmp_path / "state.json"))
+    assert done.returncode == 2
+    assert f"no stack is running for {tmp_path / 'state.json'} (no state file)" in done.stderr
