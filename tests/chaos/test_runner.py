@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import textwrap
 import threading
 import time
@@ -18,11 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from chaos import (
     ApplyError,
@@ -33,45 +27,15 @@ from chaos import (
     Target,
     load_scenario,
     read_journal,
-    wait_until,
 )
-
-
-class Service:
-    def __init__(self) -> None:
-        self.failing = False
-        self.ready = True
-
-    async def generate(self, _request: Request) -> Response:
-        if self.failing:
-            return JSONResponse({"error": {"type": "worker_failed"}}, status_code=503)
-        return JSONResponse(
-            {"text": "ok", "model": "primary", "version": "v1", "tokens": 2, "degraded": False}
-        )
-
-    async def readyz(self, _request: Request) -> Response:
-        return JSONResponse({"ready": self.ready}, status_code=200 if self.ready else 503)
+from tests.chaos._service import Service, serve
 
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[str, Service]]:
     service = Service()
-    app = Starlette(
-        routes=[
-            Route("/v1/generate", service.generate, methods=["POST"]),
-            Route("/readyz", service.readyz),
-        ]
-    )
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout=10, message="test server started")
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", service
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serve(service) as url:
+        yield url, service
 
 
 @pytest.fixture

@@ -1,0 +1,59 @@
+"""A model-server-shaped loopback service whose failures a test controls (uvicorn in a thread)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chaos import wait_until
+
+
+class Service:
+    def __init__(self) -> None:
+        self.failing = False
+        self.ready = True
+
+    async def generate(self, _request: Request) -> Response:
+        if self.failing:
+            return JSONResponse({"error": {"type": "worker_failed"}}, status_code=503)
+        return JSONResponse(
+            {"text": "ok", "model": "primary", "version": "v1", "tokens": 2, "degraded": False}
+        )
+
+    async def readyz(self, _request: Request) -> Response:
+        return JSONResponse({"ready": self.ready}, status_code=200 if self.ready else 503)
+
+    async def healthz(self, _request: Request) -> Response:
+        return JSONResponse({"alive": True})
+
+
+@contextmanager
+def serve(service: Service) -> Iterator[str]:
+    """Serve ``service`` on an OS-assigned loopback port; yields its URL."""
+    app = Starlette(
+        routes=[
+            Route("/v1/generate", service.generate, methods=["POST"]),
+            Route("/readyz", service.readyz),
+            Route("/healthz", service.healthz),
+        ]
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, timeout=10, message="test server started")
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -1,0 +1,133 @@
+"""The pytest plugin, black-box: pytest run in a subprocess on a project made by ``pytester``,
+against a real loopback service through the url backend (the real toxiproxy-server in front)."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.chaos._service import Service, serve
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[str, Service]]:
+    service = Service()
+    with serve(service) as url:
+        yield url, service
+
+
+@pytest.fixture
+def project(
+    pytester: pytest.Pytester, served: tuple[str, Service], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[pytest.Pytester, str, Service]]:
+    url, service = served
+    service.failing = False
+    monkeypatch.setenv("ICHAOS_STATE_DIR", str(pytester.path / ".state"))
+    monkeypatch.setenv("ICHAOS_TOXIPROXY_URL", "http://127.0.0.1:9")  # start a private one
+    (pytester.path / "scenarios").mkdir()
+    yield pytester, url, service
+    service.failing = False
+
+
+def scenario(url: str, name: str = "steady", expect: str = "") -> str:
+    return textwrap.dedent(f"""\
+        name: {name}
+        description: two seconds of traffic at a loopback service
+        backend: url
+        url: {url}
+        load: {{rate: 20/s, duration: 2s}}
+        expect:
+          - {{kind: status, status: 2xx, min_share: 1.0}}
+        {expect}""")
+
+
+def test_scenario_files_are_collected_marked_and_reported(
+    project: tuple[pytest.Pytester, str, Service],
+) -> None:
+    pytester, url, _ = project
+    (pytester.path / "scenarios" / "steady.yaml").write_text(scenario(url))
+    (pytester.path / "scenarios" / "notes.yaml").write_text("owner: sre\n")  # not a scenario
+    result = pytester.runpytest_subprocess("scenarios", "-v", "--chaos-report", "out")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "ichaos: backend=per scenario, seed=per scenario, reports=*out",
+        "scenarios/steady.yaml::steady PASSED*",
+        "*ichaos reports*",
+        "PASSED   steady * *out/*-steady/index.html",
+        "index: *out/index.html",
+    ])  # fmt: skip
+    assert (pytester.path / "out" / "index.html").is_file()
+    assert pytester.runpytest_subprocess("scenarios", "-m", "not chaos").ret == 5
+    pytester.runpytest_subprocess("scenarios/steady.yaml", "-m", "chaos").assert_outcomes(passed=1)
+
+
+def test_a_failing_scenario_shows_what_was_not_met(
+    project: tuple[pytest.Pytester, str, Service],
+) -> None:
+    pytester, url, service = project
+    service.failing = True
+    (pytester.path / "scenarios" / "steady.yaml").write_text(scenario(url))
+    result = pytester.runpytest_subprocess("scenarios", "--chaos-report", "out")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        "steady: FAILED (exit code 1)",
+        "  ✗ 2xx share of all requests ≥ 100.0%: measured 0 (40 requests)",
+        "  report: *out/*-steady/index.html",
+    ])  # fmt: skip
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_an_invalid_scenario_fails_with_file_line_and_field(
+    project: tuple[pytest.Pytester, str, Service],
+) -> None:
+    pytester, url, _ = project
+    text = scenario(url).replace("duration: 2s", "duration: forever")
+    (pytester.path / "scenarios" / "broken.yaml").write_text(text)
+    result = pytester.runpytest_subprocess("scenarios")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*broken.yaml:5: load.duration: invalid duration 'forever'*"])
+
+
+def test_ini_defaults_and_command_line_options(
+    project: tuple[pytest.Pytester, str, Service],
+) -> None:
+    pytester, url, _ = project
+    pytester.makeini("[pytest]\nchaos_seed = 11\nchaos_report = runs\n")
+    (pytester.path / "scenarios" / "steady.yaml").write_text(scenario(url))
+    result = pytester.runpytest_subprocess("scenarios")
+    result.stdout.fnmatch_lines(["ichaos: backend=per scenario, seed=11, reports=*runs"])
+    verdicts = list((pytester.path / "runs").glob("*/verdict.json"))
+    assert len(verdicts) == 1 and '"seed": 11' in verdicts[0].read_text()
+    result = pytester.runpytest_subprocess("scenarios", "--chaos-seed", "12")
+    result.stdout.fnmatch_lines(["ichaos: backend=per scenario, seed=12, reports=*runs"])
+
+
+def test_run_scenario_fixture_runs_a_mapping_from_python(
+    project: tuple[pytest.Pytester, str, Service],
+) -> None:
+    pytester, url, _ = project
+    pytester.makepyfile(
+        test_experiment=f"""
+        import pytest
+
+        @pytest.mark.chaos
+        def test_steady(run_scenario):
+            result = run_scenario({{
+                "name": "from-python", "backend": "url", "url": "{url}",
+                "load": {{"rate": "20/s", "duration": "1s"}},
+                "expect": [{{"kind": "status", "status": "2xx", "min_share": 1.0}}],
+            }})
+            assert result.passed, result.verdict
+            assert result.verdict["requests"]["total"] == 20
+            assert result.report.name == "index.html"
+        """
+    )
+    result = pytester.runpytest_subprocess("-m", "chaos", "--chaos-report", "out")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["PASSED   from-python *"])
+    assert not list(Path(pytester.path).glob("*.yaml"))  # the temporary file is gone
