@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos._service import Service, serve
+from tests.conftest import needs_service
 
 pytest_plugins = ["pytester"]
 
@@ -131,3 +132,33 @@ def test_run_scenario_fixture_runs_a_mapping_from_python(
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["PASSED   from-python *"])
     assert not list(Path(pytester.path).glob("*.yaml"))  # the temporary file is gone
+
+
+@needs_service
+@pytest.mark.chaos
+def test_stack_toxiproxy_and_load_fixtures_drive_the_real_stack(
+    project: tuple[pytest.Pytester, str, Service],
+    built_registry: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytester, _, _ = project
+    monkeypatch.setenv("ICHAOS_REGISTRY", str(built_registry))
+    pytester.makepyfile(
+        test_experiment="""
+        from chaos import Stream, Toxic, ToxicType
+
+        def test_latency_on_the_client_hop(chaos_stack, chaos_toxiproxy, chaos_load):
+            before = chaos_load(10, 1.0)
+            assert [r.status for r in before.records] == [200] * 10
+            slow = Toxic(name="slow", type=ToxicType.LATENCY, stream=Stream.DOWNSTREAM,
+                         attributes={"latency": 400})
+            chaos_toxiproxy.add_toxic(chaos_stack.hops["client"], slow)
+            after = chaos_load(10, 1.0)
+            assert all(r.status == 200 and r.latency_s >= 0.4 for r in after.records)
+
+        def test_toxics_are_gone_for_the_next_test(chaos_stack, chaos_toxiproxy):
+            assert chaos_toxiproxy.toxics(chaos_stack.hops["client"]) == []
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
