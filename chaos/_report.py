@@ -170,7 +170,7 @@ def _by_bin(data: RunData, resolution: float, count: int) -> list[list[dict[str,
 
 # -- the page --------------------------------------------------------------------------------
 
-_CSS = """
+CSS = """
 :root { --fg:#1d2330; --muted:#5c6577; --bg:#ffffff; --panel:#f4f6fa; --grid:#dde2ea;
   --ok:#1a7f37; --bad:#c62828; --warn:#9a6700; --band:rgba(214,69,65,.12);
   --c0:#2563eb; --c1:#16a34a; --c2:#d97706; --c3:#dc2626; --c4:#7c3aed; --c5:#0891b2; }
@@ -514,7 +514,7 @@ def render_page(data: RunData) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light dark">
-<title>{escape(title)}</title><style>{_CSS}</style></head>
+<title>{escape(title)}</title><style>{CSS}</style></head>
 <body>
 <h1>{escape(data.scenario)} {badge}</h1>
 <p class="muted">{description}<br>run {escape(data.run_dir.name)} · {escape(_when(data.wall))}
@@ -536,7 +536,7 @@ def render_page(data: RunData) -> str:
 """
 
 
-def _write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)  # atomic: a reader sees the old page or the new one, never half
@@ -547,7 +547,7 @@ def render_run(run_dir: Path, out: Path | None = None) -> Path:
     page = render_page(load_run(run_dir))
     target = out or run_dir / PAGE
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write(target, page)
+    atomic_write(target, page)
     return target
 
 
@@ -583,10 +583,10 @@ def render_index(report_dir: Path) -> Path:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light dark">
-<title>ichaos runs</title><style>{_CSS}</style></head>
+<title>ichaos runs</title><style>{CSS}</style></head>
 <body><h1>ichaos runs</h1><p class="muted">{len(runs)} runs, newest first.</p>{table}</body></html>
 """
     report_dir.mkdir(parents=True, exist_ok=True)
     path = report_dir / PAGE
-    _write(path, page)
+    atomic_write(path, page)
     return path

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ._errors import ReportError, ScenarioError
 from ._events import Observer
+from ._gameday import load_gameday, run_gameday
 from ._progress import Progress
 from ._report import render_index, render_run
 from ._runner import Runner, RunSettings
@@ -33,6 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ichaos {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    gameday = sub.add_parser(
+        "gameday",
+        help="run a game day: scenarios and operator steps in order, with global aborts",
+        description="Exit 0: every scenario passed and every operator step was confirmed; 1: "
+        "something failed, was not confirmed, or the exercise stopped on an abort; 2: invalid "
+        "file; 3: harness error.",
+    )
+    gameday.add_argument("file", type=Path, metavar="FILE")
+    gameday.add_argument("--yes", action="store_true", help="confirm operator steps unattended")
+    gameday.add_argument("--url", help="a staging service (load and network faults only)")
+    gameday.add_argument("--seed", type=int, help="override every scenario's seed")
+    gameday.add_argument("--report-dir", type=Path, default=Path("reports"))
+    gameday.add_argument("--quiet", action="store_true", help="no per-request progress")
     schema = sub.add_parser(
         "schema",
         help="print the JSON Schema of scenario or SLO files, for editors",
@@ -200,6 +214,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "models":
         return _service_models(list(args.rest))
+    if args.command == "gameday":
+        try:
+            loaded_day = load_gameday(args.file, url=args.url)
+        except ScenarioError as exc:
+            return _usage(str(exc))
+        settings = RunSettings(report_dir=args.report_dir, url=args.url, seed=args.seed)
+        day = run_gameday(
+            loaded_day, settings, yes=args.yes,
+            observers=lambda: [] if args.quiet else [Progress()],
+        )  # fmt: skip
+        return day.exit_code
     if args.command == "schema":
         text = json.dumps(render_schema(SchemaKind(args.kind)), indent=2) + "\n"
         if args.output is None:
