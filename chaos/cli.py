@@ -18,6 +18,7 @@ from ._errors import ReportError, ScenarioError
 from ._events import Observer
 from ._gameday import load_gameday, run_gameday
 from ._progress import Progress
+from ._reference import scenario_reference
 from ._report import render_index, render_run
 from ._runner import Runner, RunSettings
 from ._scenario import Backend, LoadedScenario, load_scenario
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: scenario",
     )  # fmt: skip
     schema.add_argument("-o", "--output", type=Path, help="write it to this file")
+    schema.add_argument(
+        "--markdown", action="store_true",
+        help="the scenario file reference in Markdown instead (the README's, generated)",
+    )  # fmt: skip
     target = sub.add_parser(
         "target",
         help="start, inspect or stop the reference stack (up | status | down)",
@@ -226,7 +231,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )  # fmt: skip
         return day.exit_code
     if args.command == "schema":
-        text = json.dumps(render_schema(SchemaKind(args.kind)), indent=2) + "\n"
+        if args.markdown and args.kind != SchemaKind.SCENARIO:
+            return _usage("--markdown is the scenario reference: use it without `slo`")
+        text = (
+            scenario_reference()
+            if args.markdown
+            else json.dumps(render_schema(SchemaKind(args.kind)), indent=2) + "\n"
+        )
         if args.output is None:
             sys.stdout.write(text)
             return 0

@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 import yaml
 
+from chaos._reference import END, START, scenario_reference
 from chaos._schema import scenario_schema, slo_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,3 +80,21 @@ def test_ichaos_schema_prints_or_writes(tmp_path: Path) -> None:
         check=False, timeout=60,
     )  # fmt: skip
     assert refused.returncode == 2 and "invalid choice: 'gameday'" in refused.stderr
+
+
+def test_the_readme_scenario_reference_is_the_generated_one() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    inside = readme.split(START, 1)[1].split(END, 1)[0]
+    assert inside.strip() == scenario_reference().strip(), (
+        "the README's scenario reference is stale: paste `ichaos schema --markdown` between "
+        "its markers"
+    )
+
+
+def test_ichaos_schema_markdown_prints_the_reference() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "chaos", "schema", "--markdown"], capture_output=True, text=True,
+        check=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout == scenario_reference()
+    assert "| `rate` | text, e.g. `20/s`, `600/m` or number | **required** |" in done.stdout
