@@ -142,10 +142,6 @@ def _list(directory: Path) -> int:
     return EXIT_USAGE if invalid else 0
 
 
-def _service_models(args: list[str]) -> int:
-    return _service(["models", *args])
-
-
 def _service(args: list[str]) -> int:
     if (
         importlib.util.find_spec("target_service") is None
@@ -215,10 +211,15 @@ def _run(args: argparse.Namespace) -> int:
     return worst
 
 
+# Commands handed whole to the reference service's own CLI (their --help is its help).
+_FORWARDED = {"models": "models", "target": "stack"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "models":
-        return _service_models(list(args.rest))
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words and words[0] in _FORWARDED:
+        return _service([_FORWARDED[words[0]], *words[1:]])
+    args = build_parser().parse_args(words)
     if args.command == "gameday":
         try:
             loaded_day = load_gameday(args.file, url=args.url)
@@ -247,8 +248,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _usage(f"cannot write {args.output}: {exc}")
         print(args.output)
         return 0
-    if args.command == "target":
-        return _service(["stack", *args.rest])
     if args.command == "list":
         return _list(args.dir)
     if args.command == "run":

@@ -110,3 +110,37 @@ def test_target_commands_reach_the_stack_supervisor(tmp_path: Path) -> None:
     done = ichaos("target", "status", "--state", str(tmp_path / "state.json"))
     assert done.returncode == 2
     assert f"no stack is running for {tmp_path / 'state.json'} (no state file)" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "cannot read"),
+        ("name: [unclosed\n", "invalid YAML"),
+        ("name: x\nload: {rate: 1/s, duration: 5s}\nfaults:\n  - {kind: meteor, at: 1s}\n",
+         "faults[0].kind: unknown kind 'meteor'"),
+        ("name: x\nload: {rate: 1/s, duration: 5 seconds}\n", "load.duration: invalid duration"),
+    ],
+    ids=["missing file", "invalid YAML", "unknown fault kind", "bad duration"],
+)  # fmt: skip
+def test_bad_scenario_files_are_explained_by_every_command_that_reads_them(
+    tmp_path: Path, text: str | None, message: str
+) -> None:
+    path = tmp_path / "scenario.yaml"
+    if text is not None:
+        path.write_text(text)
+    for command in (["validate"], ["run", "--report-dir", str(tmp_path / "r")]):
+        done = ichaos(*command, str(path))
+        assert done.returncode == 2, done.stderr
+        assert str(path) in done.stderr and message in done.stderr
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "command", ["run", "validate", "list", "schema", "report", "gameday", "target", "models"]
+)
+def test_every_command_has_help(command: str) -> None:
+    done = ichaos(command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout
