@@ -200,7 +200,8 @@ def _run(args: argparse.Namespace) -> int:
         observers: list[Observer] = [] if args.quiet else [Progress()]
         result = Runner(loaded, settings, observers=observers).run()
         verdict = result.verdict
-        lines.append(f"{verdict['status'].upper():8} {verdict['scenario']:24} {result.run_dir}")
+        where = result.report or result.run_dir
+        lines.append(f"{verdict['status'].upper():8} {verdict['scenario']:24} {where}")
         if args.quiet:
             print(lines[-1], flush=True)
         worst = max(worst, result.exit_code)
@@ -208,6 +209,7 @@ def _run(args: argparse.Namespace) -> int:
         passed = sum(1 for line in lines if line.startswith("PASSED"))
         print(f"\n{passed} of {len(lines)} scenarios passed:")
         print("\n".join(f"  {line}" for line in lines))
+        print(f"every run: {settings.report_dir / 'index.html'}")
     return worst
 
 
