@@ -22,6 +22,7 @@ from slo import SLO, RequestRecord, SLOError, evaluate
 from ._charts import Band, Mark, Series, line_chart
 from ._errors import ReportError
 from ._journal import JOURNAL, VERDICT, read_journal
+from ._loadgen import nearest_rank
 
 PAGE = "index.html"
 _MAX_BINS = 300  # a long run gets coarser bins, so a page stays small
@@ -136,10 +137,8 @@ def load_run(run_dir: Path) -> RunData:
 
 
 def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+    """The load generator's nearest-rank percentile; None (a gap in a chart) when empty."""
+    return nearest_rank(values, q) if values else None
 
 
 def _bins(data: RunData) -> tuple[float, int]:
@@ -551,12 +550,27 @@ def render_run(run_dir: Path, out: Path | None = None) -> Path:
     return target
 
 
+def _headline(run_dir: Path) -> RunData:
+    """What the index shows of a run: its verdict file and the journal's first line, not the
+    whole journal (every request of every run) each time a run ends. A run without a verdict
+    file (a crashed one, or copied without it) is read in full."""
+    try:
+        verdict = json.loads((run_dir / VERDICT).read_text())
+        with (run_dir / JOURNAL).open(encoding="utf-8") as fh:
+            started = json.loads(fh.readline())
+    except (OSError, ValueError):
+        return load_run(run_dir)
+    if started.get("type") != "run_started":
+        return load_run(run_dir)
+    return RunData(run_dir, started=started, verdict=verdict)
+
+
 def render_index(report_dir: Path) -> Path:
     """``report_dir/index.html``: every run below it, newest first."""
     runs = []
     for journal in report_dir.glob(f"*/{JOURNAL}"):
         try:
-            runs.append(load_run(journal.parent))
+            runs.append(_headline(journal.parent))
         except ReportError:
             continue
     runs.sort(key=lambda r: (r.wall or 0.0, r.run_dir.name), reverse=True)

@@ -86,6 +86,7 @@ def make_run(
             "time_to_detect_s": 0.1, "time_to_recover_s": 0.0,
             "requests": {"total": rate * seconds, "ok": 300}, "generator": None, "valid": True,
         }  # fmt: skip
+        (run_dir / "verdict.json").write_text(json.dumps(verdict))  # as the runner does
         events.append({"type": "verdict", "t": float(seconds), "wall": wall + seconds,
                        "verdict": verdict})  # fmt: skip
         events.append({"type": "run_finished", "t": float(seconds), "wall": wall + seconds})
