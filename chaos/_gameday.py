@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slo import SLO, RequestRecord, SLOFileError, evaluate, load_slos, load_yaml_document
+from slo import SLO, RequestRecord, SLOFileError, evaluate, load_yaml_document
 
 from ._errors import HarnessError, ScenarioError
 from ._events import Observer
@@ -35,8 +35,8 @@ from ._scenario import (
     ErrorRatioAbort,
     LoadedScenario,
     SLOEntry,
-    SLOFile,
     load_scenario,
+    resolve_slos,
 )
 
 
@@ -98,16 +98,7 @@ def load_gameday(path: str | Path, *, url: str | None = None) -> LoadedGameDay:
     except SLOFileError as exc:
         raise ScenarioError(f"invalid game day:\n{exc}") from exc
     base = source.resolve().parent
-    slos: list[SLO] = []
-    for entry in gameday.slos:
-        if isinstance(entry, SLOFile):
-            file = entry.file if entry.file.is_absolute() else base / entry.file
-            try:
-                slos.extend(load_slos(file))
-            except SLOFileError as exc:
-                raise ScenarioError(f"{source}: slos: {entry.file}:\n{exc}") from exc
-        else:
-            slos.append(entry.to_slo())
+    slos = resolve_slos(gameday.slos, source)
     names = {s.name for s in slos}
     for rule in gameday.abort:
         if isinstance(rule, BurnRateAbort | BudgetAbort) and rule.slo not in names:

@@ -99,7 +99,8 @@ class LoadResult:
     started_wall: float  # Unix time of the run's t = 0
 
 
-def _percentile(values: list[float], q: float) -> float:
+def nearest_rank(values: list[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0.0 for no values)."""
     if not values:
         return 0.0
     ordered = sorted(values)
@@ -192,7 +193,7 @@ class LoadGenerator:
 
     def _health(self, records: list[LoadRecord], dropped: int, cpu: float) -> GeneratorHealth:
         lags = [r.lag for r in records if r.error != "dropped"]
-        p99 = _percentile(lags, 99)
+        p99 = nearest_rank(lags, 99)
         reasons = []
         if dropped:
             reasons.append(f"{dropped} requests dropped at the in-flight limit")
@@ -205,7 +206,7 @@ class LoadGenerator:
             started=len(lags),
             late=sum(1 for lag in lags if lag > self.late_after_s),
             dropped=dropped,
-            lag_p50_ms=_percentile(lags, 50) * 1000,
+            lag_p50_ms=nearest_rank(lags, 50) * 1000,
             lag_p99_ms=p99 * 1000,
             lag_max_ms=max(lags, default=0.0) * 1000,
             cpu_share=cpu,

@@ -622,6 +622,22 @@ _PROMPTS: dict[PromptSet, list[str]] = {
 }
 
 
+def resolve_slos(entries: list[SLOFile | SLODocument], source: Path) -> list[SLO]:
+    """The SLOs a file lists: inline documents, and SLO files read relative to ``source``."""
+    base = source.resolve().parent
+    slos: list[SLO] = []
+    for entry in entries:
+        if isinstance(entry, SLOFile):
+            file = entry.file if entry.file.is_absolute() else base / entry.file
+            try:
+                slos.extend(load_slos(file))
+            except SLOFileError as exc:
+                raise ScenarioError(f"{source}: slos: {entry.file}:\n{exc}") from exc
+        else:
+            slos.append(entry.to_slo())
+    return slos
+
+
 def load_scenario(path: str | Path) -> LoadedScenario:
     """Read, validate and resolve one scenario file; raises :class:`ScenarioError` listing
     every problem with file, line and field."""
@@ -631,16 +647,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     except SLOFileError as exc:
         raise ScenarioError(f"invalid scenario:\n{exc}") from exc
     base = source.resolve().parent
-    slos: list[SLO] = []
-    for entry in scenario.slos:
-        if isinstance(entry, SLOFile):
-            file = entry.file if entry.file.is_absolute() else base / entry.file
-            try:
-                slos.extend(load_slos(file))
-            except SLOFileError as exc:
-                raise ScenarioError(f"{source}: slos: {entry.file}:\n{exc}") from exc
-        else:
-            slos.append(entry.to_slo())
+    slos = resolve_slos(scenario.slos, source)
     names = [s.name for s in slos]
     try:
         scenario.check_slo_names(names)

@@ -64,12 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--markdown", action="store_true",
         help="the scenario file reference in Markdown instead (the README's, generated)",
     )  # fmt: skip
-    target = sub.add_parser(
-        "target",
-        help="start, inspect or stop the reference stack (up | status | down)",
-        add_help=False,
-    )
-    target.add_argument("rest", nargs=argparse.REMAINDER, help="see `ichaos target --help`")
+    # `target` and `models` are listed here for the help; main() hands them to the service.
+    sub.add_parser("target", help="start, inspect or stop the reference stack (up | status | down)")
     listing = sub.add_parser(
         "list", help="list scenario files: name, duration, faults, description"
     )
@@ -77,12 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         "dir", nargs="?", type=Path, default=Path("scenarios"), metavar="DIR",
         help="default: scenarios",
     )  # fmt: skip
-    models = sub.add_parser(
-        "models",
-        help="build, verify, register or list models of the reference service's registry",
-        add_help=False,
+    sub.add_parser(
+        "models", help="build, verify, register or list models of the reference service's registry"
     )
-    models.add_argument("rest", nargs=argparse.REMAINDER, help="see `ichaos models --help`")
 
     run = sub.add_parser(
         "run",

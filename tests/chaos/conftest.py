@@ -1,4 +1,5 @@
-"""Shared by the harness tests: the real toxiproxy-server and a loopback HTTP upstream."""
+"""Shared by the harness tests: the real toxiproxy-server, a loopback HTTP upstream, and a
+model-server-shaped service whose failures a test controls."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from chaos import ToxiproxyClient, ToxiproxyServer, ToxiproxyUnavailable
+from tests.chaos._service import Service, serve
 
 
 class _Hello(BaseHTTPRequestHandler):
@@ -49,3 +51,11 @@ def client(toxiproxy: ToxiproxyServer) -> Iterator[ToxiproxyClient]:
         yield api
         for name in api.proxies():
             api.delete_proxy(name)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[str, Service]]:
+    """The controllable service: its URL and the switches (``failing``, ``ready``)."""
+    service = Service()
+    with serve(service) as url:
+        yield url, service

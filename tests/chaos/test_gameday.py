@@ -15,16 +15,9 @@ from typing import Any
 import pytest
 
 from chaos._gameday import load_gameday
-from tests.chaos._service import Service, serve
+from tests.chaos._service import Service
 
 SHIPPED = Path(__file__).resolve().parents[2] / "scenarios" / "gamedays"
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[str, Service]]:
-    service = Service()
-    with serve(service) as url:
-        yield url, service
 
 
 @pytest.fixture

@@ -9,17 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos._service import Service, serve
+from tests.chaos._service import Service
 from tests.conftest import needs_service
 
 pytest_plugins = ["pytester"]
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[str, Service]]:
-    service = Service()
-    with serve(service) as url:
-        yield url, service
 
 
 @pytest.fixture

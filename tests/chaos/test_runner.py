@@ -28,14 +28,7 @@ from chaos import (
     load_scenario,
     read_journal,
 )
-from tests.chaos._service import Service, serve
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[str, Service]]:
-    service = Service()
-    with serve(service) as url:
-        yield url, service
+from tests.chaos._service import Service
 
 
 @pytest.fixture
@@ -171,7 +164,6 @@ def test_an_unmet_expectation_fails_the_run(harness: Harness) -> None:
 
 
 def test_an_abort_condition_stops_early_and_reverts(harness: Harness) -> None:
-    started = time.monotonic()
     result = harness.run(
         """\
         name: aborting
@@ -184,8 +176,9 @@ def test_an_abort_condition_stops_early_and_reverts(harness: Harness) -> None:
           - {kind: status, status: 2xx, max_share: 1.0}
         """
     )
-    assert time.monotonic() - started < 10
     assert result.exit_code == 1 and result.verdict["status"] == "aborted"
+    # Stopped early: well short of the 400 requests 20 s of load would have sent.
+    assert result.verdict["requests"]["total"] < 200
     assert "error ratio" in result.verdict["abort"]["reason"]
     assert harness.injectors[0].calls == ["apply", "revert"] and not harness.service.failing
     types = harness.types()
