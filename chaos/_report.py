@@ -36,8 +36,6 @@ class RunData:
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     service_events: list[dict[str, Any]] = field(default_factory=list)
-    probes: list[dict[str, Any]] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
     abort: dict[str, Any] | None = None
     generator: dict[str, Any] | None = None
     verdict: dict[str, Any] | None = None
@@ -108,16 +106,12 @@ def load_run(run_dir: Path) -> RunData:
                 fault["reverted"] = event.get("t")
         elif kind == "service_event":
             data.service_events.append(dict(event.get("event") or {}))
-        elif kind == "probe":
-            data.probes.append(event)
         elif kind == "abort":
             data.abort = {"reason": event.get("reason"), "t": event.get("t")}
         elif kind == "load_finished":
             data.generator = event.get("generator")
         elif kind == "verdict":
             data.verdict = event.get("verdict")
-        elif kind == "message":
-            data.messages.append(str(event.get("text")))
     if data.verdict is None and (run_dir / VERDICT).is_file():
         try:
             data.verdict = json.loads((run_dir / VERDICT).read_text())
