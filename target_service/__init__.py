@@ -22,7 +22,7 @@ from ._errors import (
 )
 from ._process import StackProcess, WorkerProcess, WorkerProcessError
 from ._registry import DEFAULT_REGISTRY, FileEntry, Manifest, ModelRef, Registry, sha256_file
-from ._stack_config import StackConfig, default_stack_file, load_stack_config
+from ._stack_config import StackConfig, default_stack_file, load_stack_config, worker_options
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -53,4 +53,5 @@ __all__ = [
     "default_stack_file",
     "load_stack_config",
     "sha256_file",
+    "worker_options",
 ]

@@ -159,6 +159,22 @@ class StackConfig(_Strict):
 DEFAULT_STACK_NAME = "stack.yaml"
 
 
+def worker_options(config: StackConfig) -> list[str]:
+    """The ``worker`` command's options that follow from a stack file (all but the model, the
+    registry and the address), for the supervisor's processes and the docker backend's containers
+    alike."""
+    w = config.worker
+    options = [
+        "--device", w.device.value, "--max-batch-size", str(w.max_batch_size),
+        "--max-wait-ms", str(w.max_wait * 1000), "--admin-token-env", config.admin_token_env,
+    ]  # fmt: skip
+    if w.threads:
+        options += ["--threads", str(w.threads)]
+    if config.fault_hooks:
+        options.append("--fault-hooks")
+    return options
+
+
 def default_stack_file() -> Path:
     """The stack file shipped with the package."""
     with importlib.resources.as_file(

@@ -32,7 +32,7 @@ import httpx
 from ._errors import ServiceError
 from ._eventlog import EventKind
 from ._serve import write_atomically
-from ._stack_config import PoolName, StackConfig
+from ._stack_config import PoolName, StackConfig, worker_options
 
 log = logging.getLogger(__name__)
 
@@ -122,19 +122,11 @@ class Supervisor:
 
     # children ------------------------------------------------------------------------------
     def _worker_args(self, model: str | None) -> list[str]:
-        w = self.config.worker
-        args = [
+        return [
             sys.executable, "-m", "target_service", "worker",
             *(["--model", model] if model else []),
-            "--registry", str(self.registry), "--device", w.device.value,
-            "--max-batch-size", str(w.max_batch_size), "--max-wait-ms", str(w.max_wait * 1000),
-            "--admin-token-env", self.config.admin_token_env,
+            "--registry", str(self.registry), *worker_options(self.config),
         ]  # fmt: skip
-        if w.threads:
-            args += ["--threads", str(w.threads)]
-        if self.config.fault_hooks:
-            args.append("--fault-hooks")
-        return args
 
     def _spawn(self, child: Child) -> None:
         standby = self.standby
