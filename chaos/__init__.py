@@ -1,9 +1,11 @@
 """ichaos: the chaos and reliability harness around an LLM inference service."""
 
 from ._backend import LocalTarget, Target, UrlTarget, repair
+from ._docker import DockerTarget
 from ._errors import (
     ApplyError,
     BackendError,
+    EngineUnavailable,
     HarnessError,
     InjectionError,
     ReportError,
@@ -33,6 +35,7 @@ from ._scenario import (
     LoadedScenario,
     ModelFault,
     PartitionFault,
+    PartitionMethod,
     ProcessFault,
     Replicas,
     Scenario,
@@ -60,6 +63,8 @@ __all__ = [
     "BackendError",
     "Constant",
     "Corruption",
+    "DockerTarget",
+    "EngineUnavailable",
     "EventBus",
     "EventType",
     "GeneratorHealth",
@@ -78,6 +83,7 @@ __all__ = [
     "Observer",
     "PartitionFault",
     "PartitionInjector",
+    "PartitionMethod",
     "ProcessFault",
     "Proxy",
     "Ramp",

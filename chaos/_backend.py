@@ -1,7 +1,8 @@
 """Where a scenario runs: the target it drives and the handles its faults need.
 
 ``local`` starts the reference stack as processes on loopback with one Toxiproxy proxy per hop
-(client → gateway, and gateway → each worker). ``url`` drives a service that is already running:
+(client → gateway, and gateway → each worker); ``docker`` (in ``_docker``) does the same with
+containers. ``url`` drives a service that is already running:
 the harness puts a proxy in front of it for the client hop and offers no process, GPU or model
 faults. Both leave a lease file in the state directory while they run, so a harness killed with
 SIGKILL is cleaned up by the next run: its processes stopped, its registry files restored.
@@ -22,8 +23,8 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
-from ._errors import BackendError, HarnessError
-from ._injectors import restore_leftovers
+from ._errors import ApplyError, BackendError, HarnessError
+from ._injectors import Injector, SignalInjector, SignalKind, restore_leftovers
 from ._toxiproxy import ToxiproxyClient, ToxiproxyError, ToxiproxyServer, ToxiproxyUnavailable
 from ._wait import wait_until
 
@@ -78,6 +79,10 @@ def repair(state: Path, *, log: Any = print) -> list[str]:
                         os.kill(pid, signal.SIGKILL)
                 done.append(f"stopped {entry['what']} (pid {pid}) left by an earlier run")
                 log(done[-1])
+        for entry in owned.get("docker", []):
+            from ._docker import sweep_run
+
+            done.extend(sweep_run(str(entry["engine"]), str(entry["run"]), log=log))
         for entry in owned.get("proxies", []):
             with ToxiproxyClient(str(entry["server"])) as client:
                 try:
@@ -135,6 +140,20 @@ class Target:
     def reload(self, pool: str, index: int) -> None:
         raise BackendError("this backend cannot reload models")
 
+    def process_fault(
+        self, replicas: list[tuple[str, int]] | None, kind: SignalKind, label: str
+    ) -> Injector:
+        """A kill, terminate or pause of the gateway (``replicas`` None) or of these replicas."""
+        if replicas is None:
+            pids = [self.gateway_pid()]
+        else:
+            pids = [int(self.worker(pool, index)["pid"]) for pool, index in replicas]
+        return SignalInjector(pids, kind, label=label)
+
+    def network_partition(self, replicas: list[tuple[str, int]]) -> Injector:
+        """These replicas cut off the stack's network (only containers have one to cut)."""
+        raise ApplyError("`method: network` partitions need the docker backend")
+
     def describe(self) -> dict[str, Any]:
         return {"url": self.url, "hops": dict(self.hops)}
 
@@ -190,6 +209,7 @@ class _Lease:
         self.path = state / _LEASE
         self.processes: list[dict[str, Any]] = []
         self.proxies: list[dict[str, str]] = []
+        self.docker: list[dict[str, str]] = []
         state.mkdir(parents=True, exist_ok=True)
         repair(state)
 
@@ -201,9 +221,14 @@ class _Lease:
         self.proxies.append({"server": server, "name": name})
         self._write()
 
+    def hold_docker(self, engine: str, run: str) -> None:
+        self.docker.append({"engine": engine, "run": run})
+        self._write()
+
     def _write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"processes": self.processes, "proxies": self.proxies}))
+        owned = {"processes": self.processes, "proxies": self.proxies, "docker": self.docker}
+        tmp.write_text(json.dumps(owned))
         tmp.replace(self.path)
 
     def release(self) -> None:

@@ -41,5 +41,9 @@ class BackendError(HarnessError):
     """The target could not be provisioned, reached or torn down."""
 
 
+class EngineUnavailable(BackendError):
+    """No Docker API answers where ``DOCKER_HOST`` (or the default socket) points."""
+
+
 class ReportError(HarnessError):
     """A directory is not a run directory, or its journal cannot be read."""

@@ -16,7 +16,6 @@ from ._injectors import (
     Injector,
     ModelCorruptionInjector,
     PartitionInjector,
-    SignalInjector,
     SignalKind,
     ToxicInjector,
 )
@@ -27,6 +26,7 @@ from ._scenario import (
     GpuFaultSpec,
     ModelFault,
     PartitionFault,
+    PartitionMethod,
     ProcessFault,
     Replicas,
     ToxicFault,
@@ -126,6 +126,11 @@ def _hop_proxies(target: Target, hop: str | Replicas, rng: random.Random) -> lis
 
 def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Random) -> Injector:
     """The injector for one fault entry (not yet applied)."""
+    if isinstance(spec, PartitionFault) and spec.method is PartitionMethod.NETWORK:
+        if not isinstance(spec.hop, Replicas):
+            raise ApplyError(f"{name}: a network partition cuts replicas off, not the client hop")
+        pool = spec.hop.pool.value
+        return target.network_partition([(pool, i) for i in choose(target, spec.hop, rng)])
     if isinstance(spec, ToxicFault | PartitionFault):
         if target.toxiproxy is None:
             raise ApplyError(f"{name}: this target has no Toxiproxy")
@@ -144,13 +149,11 @@ def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Rando
         return InjectorGroup(f"{name} on {', '.join(proxies)}", parts)
     if isinstance(spec, ProcessFault):
         if isinstance(spec.target, Gateway):
-            pids, label = [target.gateway_pid()], "the gateway"
-        else:
-            indexes = choose(target, spec.target, rng)
-            pool = spec.target.pool.value
-            pids = [int(target.worker(pool, i)["pid"]) for i in indexes]
-            label = ", ".join(f"{pool}[{i}]" for i in indexes)
-        return SignalInjector(pids, spec.signal, label=label)
+            return target.process_fault(None, spec.signal, "the gateway")
+        indexes = choose(target, spec.target, rng)
+        pool = spec.target.pool.value
+        label = ", ".join(f"{pool}[{i}]" for i in indexes)
+        return target.process_fault([(pool, i) for i in indexes], spec.signal, label)
     if isinstance(spec, GpuFaultSpec):
         if target.admin_token is None:
             raise ApplyError(f"{name}: GPU fault hooks need the stack's admin token")
@@ -198,10 +201,8 @@ def _model_injector(
             if spec.reload == "admin":
                 target.reload(pool, index)
             elif spec.reload == "restart":
-                SignalInjector(
-                    [int(target.worker(pool, index)["pid"])],
-                    SignalKind.TERMINATE,
-                    label=f"{pool}[{index}]",
+                target.process_fault(
+                    [(pool, index)], SignalKind.TERMINATE, f"{pool}[{index}]"
                 ).apply()
 
     where = ", ".join(f"{pool}[{i}]" for i in replicas) or "no replica"

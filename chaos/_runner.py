@@ -101,6 +101,10 @@ def default_target(loaded: LoadedScenario, settings: RunSettings, run_dir: Path)
         if url is None:
             raise HarnessError("the url backend needs a URL (--url or `url:` in the scenario)")
         return UrlTarget(url, run_dir)
+    if backend is Backend.DOCKER:
+        from ._docker import DockerTarget
+
+        return DockerTarget(scenario.stack, run_dir, log=run_dir / "stack.log")
     return LocalTarget(scenario.stack, run_dir, log=run_dir / "stack.log")
 
 

@@ -76,6 +76,7 @@ class _Strict(BaseModel):
 class Backend(StrEnum):
     LOCAL = "local"  # the reference stack as processes behind Toxiproxy, on loopback
     URL = "url"  # an already running service: load and network faults only
+    DOCKER = "docker"  # the reference stack as containers behind a Toxiproxy container
 
 
 # -- load ------------------------------------------------------------------------------------
@@ -284,11 +285,24 @@ _TOXIC_ATTRIBUTES: dict[ToxicType, set[str]] = {
 }
 
 
+class PartitionMethod(StrEnum):
+    PROXY = "proxy"  # the hop's Toxiproxy proxy disabled: connections refused
+    NETWORK = "network"  # the replicas' containers disconnected from the network (docker backend)
+
+
 class PartitionFault(_Fault):
-    """The hop's proxy is down: every connection through it is refused."""
+    """The hop is cut: its proxy is down (every connection refused), or, with
+    ``method: network`` on the docker backend, the replicas' containers leave the network."""
 
     kind: Literal["partition"]
     hop: Hop
+    method: PartitionMethod = PartitionMethod.PROXY
+
+    @model_validator(mode="after")
+    def _network_cuts_replicas(self) -> PartitionFault:
+        if self.method is PartitionMethod.NETWORK and self.hop == "client":
+            raise ValueError("`method: network` cuts replicas off; the client hop has no container")
+        return self
 
 
 class ProcessFault(_Fault):
@@ -557,6 +571,13 @@ class Scenario(_Strict):
 
     def unsupported_by(self, backend: Backend) -> str | None:
         """Why this scenario cannot run on ``backend`` (None: it can)."""
+        for fault in self.faults:
+            if (
+                isinstance(fault, PartitionFault)
+                and fault.method is PartitionMethod.NETWORK
+                and backend is not Backend.DOCKER
+            ):
+                return f"fault {self.name_of(fault)!r}: `method: network` needs the docker backend"
         if backend is not Backend.URL:
             return None
         for fault in self.faults:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
-from chaos import ToxiproxyClient, ToxiproxyServer, ToxiproxyUnavailable
+from chaos import ToxiproxyClient, ToxiproxyServer, ToxiproxyUnavailable, repair
 from tests.chaos._service import Service, serve
 
 
@@ -59,3 +60,13 @@ def served() -> Iterator[tuple[str, Service]]:
     service = Service()
     with serve(service) as url:
         yield url, service
+
+
+@pytest.fixture
+def isolated(registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private registry copy and state directory, so nothing here touches the user's."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("ICHAOS_REGISTRY", str(registry))
+    monkeypatch.setenv("ICHAOS_STATE_DIR", str(state))
+    yield state
+    repair(state, log=lambda _m: None)  # a failed test must not leave anything behind

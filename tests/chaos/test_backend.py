@@ -32,7 +32,11 @@ def test_a_reachable_server_is_shared_and_left_as_found(
             assert name in api.proxies()
             assert httpx.get(f"{target.url}/anything", timeout=5).text == "hello"
             lease = json.loads((state / "lease.json").read_text())
-            assert lease == {"processes": [], "proxies": [{"server": toxiproxy.url, "name": name}]}
+            assert lease == {
+                "processes": [],
+                "proxies": [{"server": toxiproxy.url, "name": name}],
+                "docker": [],
+            }
         finally:
             target.stop()
         assert set(api.proxies()) == before

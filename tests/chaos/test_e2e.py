@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +21,6 @@ from tests.conftest import needs_service
 pytestmark = [pytest.mark.chaos, needs_service]
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
-
-
-@pytest.fixture
-def isolated(registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private registry copy and state directory, so nothing here touches the user's."""
-    state = tmp_path / "state"
-    monkeypatch.setenv("ICHAOS_REGISTRY", str(registry))
-    monkeypatch.setenv("ICHAOS_STATE_DIR", str(state))
-    yield state
-    repair(state, log=lambda _m: None)  # a failed test must not leave processes behind
 
 
 def alive(pid: int, marker: str) -> bool:

@@ -1,0 +1,640 @@
+"""The docker backend: the reference stack and Toxiproxy as containers on a Docker-API engine.
+
+One private network per run holds a Toxiproxy container, one container per worker replica and the
+gateway. The gateway reaches each worker through its own proxy (by container name, so a restarted
+worker is found again whatever its address), clients reach the gateway through the ``client``
+proxy, published on 127.0.0.1 only. Faults map onto the engine: kill and terminate are signals to
+the container (its restart policy brings it back, and the engine's events become the gateway's
+``worker_exited``/``worker_restarted`` events, as the local supervisor reports them), pause is a
+container pause, a network partition can also be a disconnect from the network; GPU hooks and
+model corruption use the same admin API and the same registry (mounted into every worker) as the
+local backend.
+
+Everything created is labelled with the run and its owner (host and pid), removed at the end,
+and swept by the next run when a harness was killed before it could clean up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import secrets
+import socket
+import tarfile
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import yaml
+
+from ._backend import Target, _Lease, registry_dir
+from ._errors import ApplyError, BackendError, EngineUnavailable
+from ._injectors import Injector, SignalKind
+from ._toxiproxy import ToxiproxyClient, ToxiproxyUnavailable, find_server_binary
+from ._wait import wait_until
+
+LABEL_RUN = "io.ichaos.run"
+LABEL_OWNER = "io.ichaos.owner"  # "host:pid" of the harness that created it
+LABEL_ROLE = "io.ichaos.role"
+DEFAULT_BASE_IMAGE = "python:3.11-slim-bookworm"
+_SERVICE_PORT = 8000
+_CLIENT_PORT = 8080
+_API_PORT = 8474
+_FIRST_HOP_PORT = 9000
+_STACK_SECRET_ENV = "ICHAOS_STACK_SECRET"  # the gateway's, for events from outside it
+_READY_TIMEOUT_S = 180.0
+_API_VERSION = "1.41"  # four workers importing torch at once on a small machine
+
+
+def engine_url() -> str:
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+HOW_TO_GET_AN_ENGINE = (
+    "start Docker, or (Debian, as root) run `deploy/podman-engine.sh start` and export the "
+    "DOCKER_HOST and ICHAOS_BASE_IMAGE it prints"
+)
+
+
+def _client(engine: str | None = None) -> Any:
+    """A Docker SDK client for ``engine`` (default: ``DOCKER_HOST``), checked to answer."""
+    import docker
+    import requests
+
+    engine = engine or engine_url()
+    if engine.startswith("unix://"):
+        # Tried first by hand: the SDK leaks the socket of a connection that fails.
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(engine.removeprefix("unix://"))
+            except OSError as exc:
+                raise docker.errors.DockerException(f"cannot connect: {exc.strerror}") from exc
+    # A fixed API version: negotiating one would contact the engine inside the constructor,
+    # where a failure leaks the connection. 1.41 is what podman serves; Docker accepts it.
+    client = docker.DockerClient(base_url=engine, version=_API_VERSION, timeout=300)
+    try:
+        client.ping()
+    except requests.RequestException as exc:
+        client.close()
+        raise docker.errors.DockerException(str(exc)) from exc
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def connect() -> Any:
+    """A client for the engine at ``DOCKER_HOST``; no engine is a clear error."""
+    try:
+        import docker
+    except ImportError as exc:  # pragma: no cover - the [docker] extra is part of ./dev setup
+        raise BackendError("the docker backend needs the [docker] extra (the docker SDK)") from exc
+    try:
+        return _client()
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(
+            f"no Docker API answers at {engine_url()} ({exc}): {HOW_TO_GET_AN_ENGINE}"
+        ) from exc
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(owner: str) -> bool:
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's run: not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep(client: Any, *, run: str | None = None, log: Any = print) -> list[str]:
+    """Remove the containers and networks of ``run``, or, without one, of every run whose
+    harness process on this host is gone. Returns what was removed."""
+    import docker
+
+    def wanted(labels: dict[str, str]) -> bool:
+        if LABEL_RUN not in labels:
+            return False
+        if run is not None:
+            return labels[LABEL_RUN] == run
+        return not _owner_alive(labels.get(LABEL_OWNER, ""))
+
+    removed: list[str] = []
+    filters = {"label": [LABEL_RUN] if run is None else [f"{LABEL_RUN}={run}"]}
+    for container in client.containers.list(all=True, filters=filters):
+        if wanted(container.labels):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)
+            removed.append(f"container {container.name}")
+    for network in client.networks.list(filters=filters):
+        if wanted(network.attrs.get("Labels") or {}):
+            with contextlib.suppress(docker.errors.NotFound):
+                network.remove()
+            removed.append(f"network {network.name}")
+    for what in removed:
+        log(f"removed {what} left by an earlier run")
+    return removed
+
+
+def sweep_run(engine: str, run: str, *, log: Any = print) -> list[str]:
+    """What :func:`sweep` does for one run recorded in a lease, on the engine it ran on."""
+    import docker
+
+    try:
+        client = _client(engine)
+    except docker.errors.DockerException as exc:
+        log(f"could not reach {engine} to remove run {run}'s containers: {exc}")
+        return []
+    try:
+        return sweep(client, run=run, log=log)
+    finally:
+        client.close()
+
+
+# -- images ----------------------------------------------------------------------------------
+
+
+def project_root() -> Path:
+    """The source checkout the service image is built from."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "deploy" / "Dockerfile").is_file() or not (root / "pyproject.toml").is_file():
+        raise BackendError(
+            f"the docker backend builds its image from a source checkout, and {root} is not one: "
+            "build deploy/Dockerfile yourself and set ICHAOS_SERVICE_IMAGE to its tag"
+        )
+    return root
+
+
+def _ca_bundle() -> Path | None:
+    """CA certificates the image build must trust (a TLS-intercepting proxy's): what the host's
+    pip or requests is told to trust, unless ICHAOS_BUILD_CA_BUNDLE says otherwise ('' for none)."""
+    inherited = (os.environ.get(v) for v in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"))
+    chosen = os.environ.get("ICHAOS_BUILD_CA_BUNDLE", next((v for v in inherited if v), ""))
+    if not chosen:
+        return None
+    path = Path(chosen)
+    if not path.is_file():
+        raise BackendError(f"CA bundle {path} (ICHAOS_BUILD_CA_BUNDLE or PIP_CERT): no such file")
+    return path
+
+
+def _context(files: dict[str, Path]) -> tuple[bytes, str]:
+    """A build context as an in-memory tar (sorted, no timestamps) and its digest."""
+    digest = hashlib.sha256()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name in sorted(files):
+            data = files[name].read_bytes()
+            digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), files[name].stat().st_mode & 0o755 | 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue(), digest.hexdigest()[:16]
+
+
+def service_context() -> tuple[bytes, str]:
+    root = project_root()
+    files = {name: root / name for name in ("pyproject.toml", "README.md", "deploy/Dockerfile")}
+    for package in ("target_service", "chaos", "slo"):
+        for path in (root / package).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                files[path.relative_to(root).as_posix()] = path
+    files["deploy/ca/README"] = root / "deploy" / "ca" / "README"
+    bundle = _ca_bundle()
+    if bundle is not None:
+        files["deploy/ca/bundle.pem"] = bundle
+    return _context(files)
+
+
+def toxiproxy_context() -> tuple[bytes, str]:
+    server = find_server_binary()
+    cli = server.with_name("toxiproxy-cli")
+    if not cli.is_file():
+        raise BackendError(f"no toxiproxy-cli beside {server}: run ./dev setup")
+    dockerfile = Path(__file__).resolve().parent.parent / "deploy" / "toxiproxy.Dockerfile"
+    if not dockerfile.is_file():
+        raise BackendError(f"{dockerfile}: missing; set ICHAOS_TOXIPROXY_IMAGE to an image")
+    return _context({"Dockerfile": dockerfile, "toxiproxy-server": server, "toxiproxy-cli": cli})
+
+
+def base_image() -> str:
+    return os.environ.get("ICHAOS_BASE_IMAGE", DEFAULT_BASE_IMAGE)
+
+
+def ensure_image(
+    client: Any, repo: str, context: tuple[bytes, str], dockerfile: str, log: IO[str] | None
+) -> str:
+    """Build ``repo:<digest of context and base>`` unless the engine has it already; its tag."""
+    import docker
+
+    data, digest = context
+    base = base_image()
+    tag = f"{repo}:{hashlib.sha256(f'{digest}:{base}'.encode()).hexdigest()[:16]}"
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        client.images.get(tag)
+        return tag
+    say = log.write if log is not None else (lambda _text: 0)
+    say(f"building {tag} from {base}\n")
+    errors: list[str] = []
+    try:
+        stream = client.api.build(
+            fileobj=io.BytesIO(data), custom_context=True, tag=tag, dockerfile=dockerfile,
+            buildargs={"BASE_IMAGE": base}, rm=True, forcerm=True, pull=False, decode=True,
+        )  # fmt: skip
+        for chunk in stream:
+            if "stream" in chunk:
+                say(str(chunk["stream"]))
+            if "error" in chunk:
+                errors.append(str(chunk["error"]).strip())
+    except docker.errors.APIError as exc:
+        errors.append(str(exc))
+    if errors:
+        raise BackendError(f"building {tag} failed: {errors[-1]}")
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound as exc:
+        raise BackendError(f"building {tag} ended without the image") from exc
+    return tag
+
+
+# -- the target -----------------------------------------------------------------------------
+
+
+class DockerTarget(Target):
+    """The reference stack as containers behind a Toxiproxy container."""
+
+    def __init__(self, stack_file: Path | None, run_dir: Path, *, log: Path | None = None) -> None:
+        super().__init__()
+        from target_service import default_stack_file, load_stack_config, worker_options
+
+        self.registry = registry_dir().resolve()
+        if not (self.registry / "primary").is_dir():
+            raise BackendError(
+                f"no model registry at {self.registry}: run ./dev setup or `ichaos models build`"
+            )
+        config = load_stack_config(stack_file or default_stack_file())
+        self.client = connect()
+        self.run_id = secrets.token_hex(4)
+        self._lease = _Lease(self.state)
+        self._lease.hold_docker(engine_url(), self.run_id)
+        self._log: IO[str] | None = log.open("a", encoding="utf-8") if log is not None else None
+        self._run_dir = run_dir
+        self._containers: dict[str, Any] = {}  # key: "toxiproxy", "gateway", "primary[0]", ...
+        self._names: dict[str, str] = {}
+        self._network: Any = None
+        self._followers: list[Any] = []
+        self._stack_secret = secrets.token_hex(16)
+        self._starts: dict[str, int] = {}
+        try:
+            sweep(self.client, log=self._say)
+            service = os.environ.get("ICHAOS_SERVICE_IMAGE") or ensure_image(
+                self.client, "ichaos-service", service_context(), "deploy/Dockerfile", self._log
+            )
+            proxy_image = os.environ.get("ICHAOS_TOXIPROXY_IMAGE") or ensure_image(
+                self.client, "ichaos-toxiproxy", toxiproxy_context(), "Dockerfile", self._log
+            )
+            labels = {LABEL_RUN: self.run_id, LABEL_OWNER: _owner()}
+            self._labels = labels
+            self._network = self.client.networks.create(
+                f"ichaos-{self.run_id}", driver="bridge", labels=labels
+            )
+            self._start_toxiproxy(proxy_image)
+            self.admin_token = secrets.token_urlsafe(16)
+            env = {config.admin_token_env: self.admin_token}
+            replicas, hop_port = [], _FIRST_HOP_PORT
+            for pool_name, pool in config.pools.items():
+                for index in range(pool.replicas):
+                    key = f"{pool_name.value}[{index}]"
+                    name = self._name(f"{pool_name.value}-{index}")
+                    self._run(
+                        key, service, name, role="worker", environment=env,
+                        command=[
+                            "worker", "--model", pool.model, "--registry", "/models",
+                            "--host", "0.0.0.0", "--port", str(_SERVICE_PORT),
+                            *worker_options(config),
+                        ],
+                        volumes={str(self.registry): {"bind": "/models", "mode": "rw"}},
+                        extra_labels={"io.ichaos.pool": pool_name.value,
+                                      "io.ichaos.index": str(index)},
+                    )  # fmt: skip
+                    self._hop(key, f"{pool_name.value}-{index}", hop_port, name)
+                    replicas.append({
+                        "pool": pool_name.value, "index": index, "model": pool.model,
+                        "url": f"http://{self._names['toxiproxy']}:{hop_port}",
+                    })  # fmt: skip
+                    hop_port += 1
+            self._start_gateway(service, config, replicas, env)
+            self._follow_engine_events()
+            wait_until(
+                self._all_ready, timeout=_READY_TIMEOUT_S, interval=0.5,
+                message="every replica ready at the gateway",
+            )  # fmt: skip
+        except BaseException:
+            self.stop()
+            raise
+
+    # -- starting ----------------------------------------------------------------------------
+
+    def _say(self, text: str) -> None:
+        if self._log is not None:
+            self._log.write(text.rstrip("\n") + "\n")
+            self._log.flush()
+
+    def _name(self, role: str) -> str:
+        return f"ichaos-{self.run_id}-{role}"
+
+    def _run(
+        self, key: str, image: str, name: str, *, role: str, command: list[str],
+        ports: tuple[int, ...] = (_SERVICE_PORT,), extra_labels: dict[str, str] | None = None,
+        **options: Any,
+    ) -> Any:  # fmt: skip
+        # Published on loopback only, on ports the engine chooses.
+        container = self.client.containers.run(
+            image, command, name=name, detach=True, network=self._network.name,
+            labels={**self._labels, LABEL_ROLE: role, **(extra_labels or {})},
+            ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports},
+            restart_policy={"Name": "always"}, **options,
+        )  # fmt: skip
+        self._containers[key], self._names[key] = container, name
+        self._starts[name] = 1
+        return container
+
+    def _published(self, key: str, port: int) -> int:
+        container = self._containers[key]
+        container.reload()
+        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
+        if not bindings:
+            raise BackendError(f"{self._names[key]}: port {port} is not published")
+        return int(bindings[0]["HostPort"])
+
+    def _start_toxiproxy(self, image: str) -> None:
+        name = self._name("toxiproxy")
+        self._names["toxiproxy"] = name
+        self._run(
+            "toxiproxy", image, name, role="toxiproxy",
+            command=["-host=0.0.0.0", f"-port={_API_PORT}"], ports=(_API_PORT, _CLIENT_PORT),
+        )  # fmt: skip
+        api = self._published("toxiproxy", _API_PORT)
+        client = self.toxiproxy = ToxiproxyClient(f"http://127.0.0.1:{api}")
+
+        def answers() -> bool:
+            try:
+                client.version()
+            except ToxiproxyUnavailable:
+                return False
+            return True
+
+        wait_until(answers, timeout=30, interval=0.2, message="toxiproxy's API in its container")
+
+    def _hop(self, hop: str, name: str, port: int, upstream: str) -> None:
+        """A proxy listening on ``port`` inside the Toxiproxy container, to ``upstream``."""
+        assert self.toxiproxy is not None
+        self.toxiproxy.create_proxy(name, f"{upstream}:{_SERVICE_PORT}", listen=f"0.0.0.0:{port}")
+        self.hops[hop] = name
+
+    def _start_gateway(
+        self, image: str, config: Any, replicas: list[dict[str, Any]], env: dict[str, str]
+    ) -> None:
+        files = self._run_dir / "docker"
+        files.mkdir(parents=True, exist_ok=True)
+        self.config_path = files / "stack.yaml"
+        data = config.model_dump(mode="json", exclude={"registry"})
+        self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+        (files / "replicas.json").write_text(json.dumps(replicas, indent=2))
+        name = self._name("gateway")
+        self._run(
+            "gateway", image, name, role="gateway",
+            environment={**env, _STACK_SECRET_ENV: self._stack_secret},
+            command=[
+                "gateway", "--config", "/etc/ichaos/stack.yaml",
+                "--replicas", "/etc/ichaos/replicas.json", "--host", "0.0.0.0",
+                "--port", str(_SERVICE_PORT), "--admin-token-env", config.admin_token_env,
+            ],
+            volumes={str(files.resolve()): {"bind": "/etc/ichaos", "mode": "ro"}},
+        )  # fmt: skip
+        self.direct_url = f"http://127.0.0.1:{self._published('gateway', _SERVICE_PORT)}"
+        self._hop("client", "client", _CLIENT_PORT, name)
+        self.url = f"http://127.0.0.1:{self._published('toxiproxy', _CLIENT_PORT)}"
+
+    def _all_ready(self) -> bool:
+        try:
+            answer = httpx.get(f"{self.url}/admin/state", headers=self.headers(), timeout=5)
+            pools = answer.json()["pools"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+        return all(r["ready"] for pool in pools.values() for r in pool["replicas"])
+
+    # -- engine events become the gateway's, as the local supervisor's restarts are ---------
+
+    def _follow_engine_events(self) -> None:
+        stream = self.client.events(
+            decode=True, filters={"label": [f"{LABEL_RUN}={self.run_id}", f"{LABEL_ROLE}=worker"],
+                                  "type": ["container"]},
+        )  # fmt: skip
+        self._followers.append(stream)
+        threading.Thread(target=self._relay, args=(stream,), daemon=True).start()
+
+    def _relay(self, stream: Any) -> None:
+        with contextlib.suppress(Exception):  # the stream closes at stop()
+            for event in stream:
+                action = str(event.get("Action") or event.get("status") or "")
+                attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                ident = {
+                    "pool": attributes.get("io.ichaos.pool"),
+                    "index": int(attributes.get("io.ichaos.index", -1)),
+                    "container": attributes.get("name"),
+                }
+                if action == "die":
+                    code = str(attributes.get("exitCode", attributes.get("containerExitCode")))
+                    exit_code = int(code) if code.lstrip("-").isdigit() else None
+                    self._tell_gateway("worker_exited", {**ident, "exit_code": exit_code})
+                elif action == "start":  # podman also says "restart"; "start" is in both
+                    name = str(attributes.get("name"))
+                    self._starts[name] = self._starts.get(name, 0) + 1
+                    if self._starts[name] > 1:
+                        self._tell_gateway(
+                            "worker_restarted", {**ident, "restarts": self._starts[name] - 1}
+                        )
+
+    def _tell_gateway(self, kind: str, details: dict[str, Any]) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(
+                f"{self.direct_url}/internal/events", json={"kind": kind, "details": details},
+                headers={"X-Stack-Secret": self._stack_secret}, timeout=2,
+            )  # fmt: skip
+
+    # -- what faults need --------------------------------------------------------------------
+
+    def workers(self) -> list[dict[str, Any]]:
+        found = []
+        for key in self._containers:
+            if "[" not in key:
+                continue
+            pool, index = key[:-1].split("[")
+            found.append({
+                "pool": pool, "index": int(index), "container": self._names[key],
+                "url": f"http://127.0.0.1:{self._published(key, _SERVICE_PORT)}",
+            })  # fmt: skip
+        return found
+
+    def process_fault(
+        self, replicas: list[tuple[str, int]] | None, kind: SignalKind, label: str
+    ) -> Injector:
+        keys = ["gateway"] if replicas is None else [f"{p}[{i}]" for p, i in replicas]
+        missing = [k for k in keys if k not in self._containers]
+        if missing:
+            raise ApplyError(f"no container for {', '.join(missing)}")
+        return ContainerInjector([self._containers[k] for k in keys], kind, label)
+
+    def network_partition(self, replicas: list[tuple[str, int]]) -> Injector:
+        keys = [f"{p}[{i}]" for p, i in replicas]
+        missing = [k for k in keys if k not in self._containers]
+        if missing:
+            raise ApplyError(f"no container for {', '.join(missing)}")
+        containers = [self._containers[k] for k in keys]
+        return DisconnectInjector(self._network, containers, ", ".join(keys))
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        answer = httpx.get(
+            f"{self.direct_url}/admin/events", params={"since": since}, headers=self.headers(),
+            timeout=5,
+        )  # fmt: skip
+        answer.raise_for_status()
+        events: list[dict[str, Any]] = answer.json()["events"]
+        return events
+
+    def reload(self, pool: str, index: int) -> None:
+        answer = httpx.post(
+            f"{self.direct_url}/admin/replicas/{pool}/{index}/reload", headers=self.headers(),
+            timeout=10,
+        )  # fmt: skip
+        if answer.status_code != 202:
+            raise BackendError(
+                f"reload of {pool}[{index}]: HTTP {answer.status_code}: {answer.text}"
+            )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "docker", "engine": engine_url(), "run": self.run_id, "url": self.url,
+            "gateway": self.direct_url, "toxiproxy": self.toxiproxy.url if self.toxiproxy else None,
+            "hops": dict(self.hops), "registry": str(self.registry),
+            "containers": dict(self._names),
+        }  # fmt: skip
+
+    def stop(self) -> None:
+        for stream in self._followers:
+            with contextlib.suppress(Exception):
+                stream.close()
+        self._followers.clear()
+        logs = self._run_dir / "docker" / "logs"
+        for key, container in list(self._containers.items()):
+            with contextlib.suppress(Exception):
+                logs.mkdir(parents=True, exist_ok=True)
+                log = key.replace("[", "-").rstrip("]")
+                (logs / f"{log}.log").write_bytes(container.logs(stdout=True, stderr=True))
+        self._containers.clear()
+        if self.toxiproxy is not None:
+            self.toxiproxy.close()
+            self.toxiproxy = None
+        errors = []
+        try:
+            sweep(self.client, run=self.run_id, log=lambda _m: None)
+        except Exception as exc:
+            errors.append(f"removing run {self.run_id}'s containers: {exc}")
+        else:
+            self._lease.release()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if errors:
+            raise BackendError("; ".join(errors))
+
+
+class ContainerInjector(Injector):
+    """SIGKILL or SIGTERM to the service process in containers, or a pause of them.
+
+    A signal goes to the process under the container's init, not to the container through the
+    API: an engine may count an API kill as stopped by the user and not restart it (podman
+    does), whereas a process that dies, as under the OOM killer, ends its container with 137 and
+    the restart policy brings it back. A pause is the engine's (a SIGSTOP would stop only the
+    init); reverting unpauses.
+    """
+
+    def __init__(self, containers: list[Any], kind: SignalKind, label: str) -> None:
+        super().__init__()
+        self.containers, self.kind, self.label = containers, kind, label
+
+    @property
+    def description(self) -> str:
+        return f"{self.kind.value} of {self.label} (container)"
+
+    def _apply(self) -> None:
+        done: list[Any] = []
+        try:
+            for container in self.containers:
+                if self.kind is SignalKind.PAUSE:
+                    container.pause()
+                else:
+                    self._signal(container, "KILL" if self.kind is SignalKind.KILL else "TERM")
+                done.append(container)
+        except Exception as exc:
+            if self.kind is SignalKind.PAUSE:  # leave nothing half-applied
+                for container in done:
+                    with contextlib.suppress(Exception):
+                        container.unpause()
+            raise ApplyError(f"{self.description}: {exc}") from exc
+
+    @staticmethod
+    def _signal(container: Any, name: str) -> None:
+        script = f"kill -{name} $(cat /proc/1/task/1/children)"
+        code, output = container.exec_run(["sh", "-c", script])
+        if code != 0:
+            text = output.decode(errors="replace").strip()
+            raise ApplyError(f"{container.name}: kill -{name} exited {code}: {text}")
+
+    def _revert(self) -> None:
+        if self.kind is not SignalKind.PAUSE:
+            return
+        for container in self.containers:
+            container.reload()
+            if container.status == "paused":
+                container.unpause()
+
+
+class DisconnectInjector(Injector):
+    """Containers disconnected from the run's network; revert connects them again."""
+
+    def __init__(self, network: Any, containers: list[Any], label: str) -> None:
+        super().__init__()
+        self.network, self.containers, self.label = network, containers, label
+
+    @property
+    def description(self) -> str:
+        return f"network partition of {self.label}"
+
+    def _apply(self) -> None:
+        done: list[Any] = []
+        try:
+            for container in self.containers:
+                self.network.disconnect(container)
+                done.append(container)
+        except Exception:
+            for container in done:
+                with contextlib.suppress(Exception):
+                    self.network.connect(container)
+            raise
+
+    def _revert(self) -> None:
+        for container in self.containers:
+            self.network.connect(container)
