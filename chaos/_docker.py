@@ -284,9 +284,9 @@ class DockerTarget(Target):
                 f"no model registry at {self.registry}: run ./dev setup or `ichaos models build`"
             )
         config = load_stack_config(stack_file or default_stack_file())
-        self.client = connect()
         self.run_id = secrets.token_hex(4)
         self._lease = _Lease(self.state)
+        self.client = connect()
         self._lease.hold_docker(engine_url(), self.run_id)
         self._log: IO[str] | None = log.open("a", encoding="utf-8") if log is not None else None
         self._run_dir = run_dir
@@ -557,6 +557,7 @@ class DockerTarget(Target):
         if self._log is not None:
             self._log.close()
             self._log = None
+        self.client.close()
         if errors:
             raise BackendError("; ".join(errors))
 
