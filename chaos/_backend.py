@@ -79,10 +79,15 @@ def repair(state: Path, *, log: Any = print) -> list[str]:
                         os.kill(pid, signal.SIGKILL)
                 done.append(f"stopped {entry['what']} (pid {pid}) left by an earlier run")
                 log(done[-1])
+        unswept = []
         for entry in owned.get("docker", []):
             from ._docker import sweep_run
 
-            done.extend(sweep_run(str(entry["engine"]), str(entry["run"]), log=log))
+            removed = sweep_run(str(entry["engine"]), str(entry["run"]), log=log)
+            if removed is None:
+                unswept.append(entry)
+            else:
+                done.extend(removed)
         for entry in owned.get("proxies", []):
             with ToxiproxyClient(str(entry["server"])) as client:
                 try:
@@ -91,7 +96,10 @@ def repair(state: Path, *, log: Any = print) -> list[str]:
                     continue  # already gone, or the server with it
             done.append(f"removed proxy {entry['name']} (and its toxics) on {entry['server']}")
             log(done[-1])
-        lease.unlink(missing_ok=True)
+        if unswept:  # an engine that is down now: its runs stay in the lease for the next repair
+            lease.write_text(json.dumps({"processes": [], "proxies": [], "docker": unswept}))
+        else:
+            lease.unlink(missing_ok=True)
     done.extend(restore_leftovers(state, log=log))
     return done
 
@@ -212,6 +220,11 @@ class _Lease:
         self.docker: list[dict[str, str]] = []
         state.mkdir(parents=True, exist_ok=True)
         repair(state)
+        # Runs on an engine that was down at repair: still owed a sweep, kept past this run.
+        self.inherited: list[dict[str, str]] = []
+        if self.path.is_file():
+            self.inherited = list(json.loads(self.path.read_text()).get("docker", []))
+            self.docker = list(self.inherited)
 
     def hold(self, pid: int, marker: str, what: str) -> None:
         self.processes.append({"pid": pid, "marker": marker, "what": what})
@@ -232,7 +245,11 @@ class _Lease:
         tmp.replace(self.path)
 
     def release(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.inherited:
+            self.processes, self.proxies, self.docker = [], [], list(self.inherited)
+            self._write()
+        else:
+            self.path.unlink(missing_ok=True)
 
 
 class LocalTarget(Target):

@@ -25,6 +25,7 @@ import secrets
 import socket
 import tarfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,7 +33,7 @@ import httpx
 import yaml
 
 from ._backend import Target, _Lease, registry_dir
-from ._errors import ApplyError, BackendError, EngineUnavailable
+from ._errors import ApplyError, BackendError, EngineUnavailable, RevertError
 from ._injectors import Injector, SignalKind
 from ._toxiproxy import ToxiproxyClient, ToxiproxyUnavailable, find_server_binary
 from ._wait import wait_until
@@ -101,21 +102,38 @@ def connect() -> Any:
         ) from exc
 
 
+def _start_time(pid: int | str) -> str:
+    """The process's start time in clock ticks since boot ('' when it is gone): with the pid,
+    it tells a process from a later one that got the same pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(Path("/proc/self/ns/pid").stat().st_ino)
+    except OSError:
+        return ""
+
+
 def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who created a resource: host, pid namespace, pid and start time of this harness."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{_pid_namespace()}:{pid}:{_start_time(pid)}"
 
 
 def _owner_alive(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True  # another machine's run: not ours to judge
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """False only when the owner was a process of this host's pid namespace that is gone."""
+    parts = owner.split(":")
+    if len(parts) != 4:
+        return True  # not written by this version: not ours to judge
+    host, namespace, pid, started = parts
+    if host != socket.gethostname() or namespace != _pid_namespace() or not pid.isdigit():
+        return True  # another machine's or another container's harness
+    return _start_time(pid) == started
 
 
 def sweep(client: Any, *, run: str | None = None, log: Any = print) -> list[str]:
@@ -132,7 +150,7 @@ def sweep(client: Any, *, run: str | None = None, log: Any = print) -> list[str]
 
     removed: list[str] = []
     filters = {"label": [LABEL_RUN] if run is None else [f"{LABEL_RUN}={run}"]}
-    for container in client.containers.list(all=True, filters=filters):
+    for container in client.containers.list(all=True, filters=filters, ignore_removed=True):
         if wanted(container.labels):
             with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True, v=True)
@@ -147,15 +165,16 @@ def sweep(client: Any, *, run: str | None = None, log: Any = print) -> list[str]
     return removed
 
 
-def sweep_run(engine: str, run: str, *, log: Any = print) -> list[str]:
-    """What :func:`sweep` does for one run recorded in a lease, on the engine it ran on."""
+def sweep_run(engine: str, run: str, *, log: Any = print) -> list[str] | None:
+    """What :func:`sweep` does for one run recorded in a lease, on the engine it ran on; None
+    when the engine cannot be reached (the run is still to be swept)."""
     import docker
 
     try:
         client = _client(engine)
     except docker.errors.DockerException as exc:
-        log(f"could not reach {engine} to remove run {run}'s containers: {exc}")
-        return []
+        log(f"could not reach {engine} to remove run {run}'s containers (kept for later): {exc}")
+        return None
     try:
         return sweep(client, run=run, log=log)
     finally:
@@ -185,7 +204,10 @@ def _ca_bundle() -> Path | None:
         return None
     path = Path(chosen)
     if not path.is_file():
-        raise BackendError(f"CA bundle {path} (ICHAOS_BUILD_CA_BUNDLE or PIP_CERT): no such file")
+        raise BackendError(
+            f"CA bundle {path} (from ICHAOS_BUILD_CA_BUNDLE, PIP_CERT, REQUESTS_CA_BUNDLE or "
+            "SSL_CERT_FILE): no such file"
+        )
     return path
 
 
@@ -287,8 +309,7 @@ class DockerTarget(Target):
         self.run_id = secrets.token_hex(4)
         self._lease = _Lease(self.state)
         self.client = connect()
-        self._lease.hold_docker(engine_url(), self.run_id)
-        self._log: IO[str] | None = log.open("a", encoding="utf-8") if log is not None else None
+        self._log: IO[str] | None = None
         self._run_dir = run_dir
         self._containers: dict[str, Any] = {}  # key: "toxiproxy", "gateway", "primary[0]", ...
         self._names: dict[str, str] = {}
@@ -297,6 +318,9 @@ class DockerTarget(Target):
         self._stack_secret = secrets.token_hex(16)
         self._starts: dict[str, int] = {}
         try:
+            self._lease.hold_docker(engine_url(), self.run_id)
+            if log is not None:
+                self._log = log.open("a", encoding="utf-8")
             sweep(self.client, log=self._say)
             service = os.environ.get("ICHAOS_SERVICE_IMAGE") or ensure_image(
                 self.client, "ichaos-service", service_context(), "deploy/Dockerfile", self._log
@@ -423,9 +447,14 @@ class DockerTarget(Target):
             ],
             volumes={str(files.resolve()): {"bind": "/etc/ichaos", "mode": "ro"}},
         )  # fmt: skip
-        self.direct_url = f"http://127.0.0.1:{self._published('gateway', _SERVICE_PORT)}"
+        self.direct_url = self._gateway_url()
         self._hop("client", "client", _CLIENT_PORT, name)
         self.url = f"http://127.0.0.1:{self._published('toxiproxy', _CLIENT_PORT)}"
+
+    def _gateway_url(self) -> str:
+        """Looked up each time: Docker may publish a restarted container on another port."""
+        self.direct_url = f"http://127.0.0.1:{self._published('gateway', _SERVICE_PORT)}"
+        return self.direct_url
 
     def _all_ready(self) -> bool:
         try:
@@ -438,9 +467,9 @@ class DockerTarget(Target):
     # -- engine events become the gateway's, as the local supervisor's restarts are ---------
 
     def _follow_engine_events(self) -> None:
+        # One label only: podman matches events with any of several labels, Docker with all.
         stream = self.client.events(
-            decode=True, filters={"label": [f"{LABEL_RUN}={self.run_id}", f"{LABEL_ROLE}=worker"],
-                                  "type": ["container"]},
+            decode=True, filters={"label": [f"{LABEL_RUN}={self.run_id}"], "type": ["container"]},
         )  # fmt: skip
         self._followers.append(stream)
         threading.Thread(target=self._relay, args=(stream,), daemon=True).start()
@@ -450,6 +479,9 @@ class DockerTarget(Target):
             for event in stream:
                 action = str(event.get("Action") or event.get("status") or "")
                 attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                ours = attributes.get(LABEL_RUN) == self.run_id
+                if not ours or attributes.get(LABEL_ROLE) != "worker":
+                    continue
                 ident = {
                     "pool": attributes.get("io.ichaos.pool"),
                     "index": int(attributes.get("io.ichaos.index", -1)),
@@ -468,9 +500,11 @@ class DockerTarget(Target):
                         )
 
     def _tell_gateway(self, kind: str, details: dict[str, Any]) -> None:
-        with contextlib.suppress(httpx.HTTPError):
+        # Best effort, as the supervisor's: a gateway that is down itself misses the event, and
+        # the relay must go on for the next one.
+        with contextlib.suppress(Exception):
             httpx.post(
-                f"{self.direct_url}/internal/events", json={"kind": kind, "details": details},
+                f"{self._gateway_url()}/internal/events", json={"kind": kind, "details": details},
                 headers={"X-Stack-Secret": self._stack_secret}, timeout=2,
             )  # fmt: skip
 
@@ -507,7 +541,7 @@ class DockerTarget(Target):
 
     def events(self, since: int = 0) -> list[dict[str, Any]]:
         answer = httpx.get(
-            f"{self.direct_url}/admin/events", params={"since": since}, headers=self.headers(),
+            f"{self._gateway_url()}/admin/events", params={"since": since}, headers=self.headers(),
             timeout=5,
         )  # fmt: skip
         answer.raise_for_status()
@@ -516,7 +550,7 @@ class DockerTarget(Target):
 
     def reload(self, pool: str, index: int) -> None:
         answer = httpx.post(
-            f"{self.direct_url}/admin/replicas/{pool}/{index}/reload", headers=self.headers(),
+            f"{self._gateway_url()}/admin/replicas/{pool}/{index}/reload", headers=self.headers(),
             timeout=10,
         )  # fmt: skip
         if answer.status_code != 202:
@@ -607,10 +641,13 @@ class ContainerInjector(Injector):
     def _revert(self) -> None:
         if self.kind is not SignalKind.PAUSE:
             return
-        for container in self.containers:
+
+        def unpause(container: Any) -> None:
             container.reload()
             if container.status == "paused":
                 container.unpause()
+
+        _each(self.containers, unpause, self.description)
 
 
 class DisconnectInjector(Injector):
@@ -637,5 +674,16 @@ class DisconnectInjector(Injector):
             raise
 
     def _revert(self) -> None:
-        for container in self.containers:
-            self.network.connect(container)
+        _each(self.containers, self.network.connect, self.description)
+
+
+def _each(containers: list[Any], action: Callable[[Any], object], what: str) -> None:
+    """``action`` on every container, even after one fails; then one error naming the failures."""
+    failures = []
+    for container in containers:
+        try:
+            action(container)
+        except Exception as exc:
+            failures.append(f"{container.name}: {exc}")
+    if failures:
+        raise RevertError(f"{what}: revert failed for {'; '.join(failures)}")

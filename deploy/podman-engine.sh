@@ -19,7 +19,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ENGINE_DIR="${ICHAOS_ENGINE_DIR:-$ROOT/.ichaos/engine}"
 SOCK="$ENGINE_DIR/podman.sock"
-BASE_IMAGE="${ICHAOS_BASE_IMAGE:-ichaos-base:bookworm}"
+# The imported base image's name (not ICHAOS_BASE_IMAGE, which says what builds use, and may
+# name an image this must not shadow).
+BASE_IMAGE="${ICHAOS_ENGINE_BASE_IMAGE:-ichaos-base:bookworm}"
 BASE_TAR="$ENGINE_DIR/base-bookworm.tar"
 MIRROR="${ICHAOS_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 # What every image of ours needs from the base: Python with venv, CA certificates, an init.
@@ -79,10 +81,11 @@ base_image() {
     fi
     if [[ ! -s "$BASE_TAR" ]]; then
         say "building the base image's root file system with debootstrap (once; cached in $BASE_TAR)"
-        local dir
-        dir="$(mktemp -d "$ENGINE_DIR/rootfs.XXXXXX")"
-        # A failed debootstrap leaves nothing behind: neither the folder nor a partial tarball.
-        trap 'rm -rf "$dir" "$BASE_TAR.tmp"' EXIT
+        # Global, not local: the EXIT trap runs after this function returns. A failure anywhere
+        # below leaves nothing behind: neither the folder nor a partial tarball.
+        ROOTFS="$(mktemp -d "$ENGINE_DIR/rootfs.XXXXXX")"
+        trap 'rm -rf "$ROOTFS" "$BASE_TAR.tmp"' EXIT
+        local dir="$ROOTFS"
         if ! debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$dir" "$MIRROR" \
                 >"$ENGINE_DIR/debootstrap.log" 2>&1; then
             tail -n 20 "$ENGINE_DIR/debootstrap.log" >&2
@@ -122,7 +125,8 @@ start() {
     write_conf
     base_image
     serve
-    printf 'DOCKER_HOST=unix://%s\nICHAOS_BASE_IMAGE=%s\n' "$SOCK" "$BASE_IMAGE"
+    # Quoted for the shell: `eval "$(deploy/podman-engine.sh start)"` sets both.
+    printf 'DOCKER_HOST=%q\nICHAOS_BASE_IMAGE=%q\n' "unix://$SOCK" "$BASE_IMAGE"
 }
 
 stop() {

@@ -9,12 +9,15 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -26,12 +29,15 @@ from chaos import (
     Runner,
     RunSettings,
     ScenarioError,
+    Toxic,
+    ToxicType,
+    ToxiproxyClient,
     load_scenario,
     read_journal,
     repair,
     wait_until,
 )
-from chaos._docker import LABEL_OWNER, LABEL_RUN, connect, sweep
+from chaos._docker import LABEL_OWNER, LABEL_RUN, _owner, _start_time, connect, sweep
 from tests.conftest import needs_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +68,7 @@ def test_compose_wires_clients_and_every_worker_through_toxiproxy() -> None:
         (proxy,) = [p for p in proxies.values() if p["listen"] == f"0.0.0.0:{port}"]
         assert proxy["upstream"] == f"{service}:8000"
     assert proxies["client"]["upstream"] == "gateway:8000"
-    assert "127.0.0.1:8080:8080" in services["toxiproxy"]["ports"]
+    assert "127.0.0.1:${ICHAOS_CLIENT_PORT:-8080}:8080" in services["toxiproxy"]["ports"]
     # The pools match the shipped stack file the gateway reads.
     stack = yaml.safe_load((ROOT / "target_service" / "data" / "stack.yaml").read_text())
     for pool, spec in stack["pools"].items():
@@ -125,8 +131,9 @@ def test_network_partitions_cut_replicas_on_the_docker_backend_only(tmp_path: Pa
         load_scenario(scenario_text(tmp_path, cut, backend="local"))
 
 
+@needs_service
 def test_without_an_engine_the_backend_says_how_to_get_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    isolated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     with pytest.raises(EngineUnavailable, match=r"podman-engine\.sh start"):
@@ -140,6 +147,7 @@ def test_without_an_engine_the_backend_says_how_to_get_one(
     assert done.returncode == 3, done.stdout + done.stderr
     assert "podman-engine.sh" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+    assert not (isolated / "lease.json").exists(), "nothing was started, nothing to sweep"
 
 
 # -- on a real engine ------------------------------------------------------------------------
@@ -165,7 +173,7 @@ def ours(client: Any, **labels: str) -> list[str]:
 @needs_service
 @pytest.mark.chaos
 @pytest.mark.parametrize(
-    "name", ["baseline", "worker-kill", "worker-latency", "corrupted-checksum"]
+    "name", ["baseline", "worker-kill", "worker-latency", "corrupted-checksum", "gpu-error"]
 )
 def test_scenarios_hold_on_the_docker_backend(
     name: str, engine: Any, isolated: Path, tmp_path: Path
@@ -182,7 +190,7 @@ def test_scenarios_hold_on_the_docker_backend(
     run = ready["target"]["run"]
     assert ours(engine, **{LABEL_RUN: run}) == [], "containers outlived the run"
     assert not (isolated / "lease.json").exists()
-    if name == "worker-kill":
+    if name in ("worker-kill", "gpu-error"):
         assert verdict["service_events"]["worker_restarted"] >= 1
     if name == "corrupted-checksum":
         assert verdict["service_events"]["model_load_refused"] >= 1
@@ -197,7 +205,8 @@ def test_what_a_killed_run_left_is_swept(engine: Any, isolated: Path, tmp_path: 
          "--backend", "docker", "--report-dir", str(tmp_path / "reports"), "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
     )  # fmt: skip
-    owner = f"{os.uname().nodename}:{harness.pid}"
+    host, namespace, _pid, _started = _owner().split(":")
+    owner = f"{host}:{namespace}:{harness.pid}:{_start_time(harness.pid)}"
     try:
         # Killed once its Toxiproxy and a worker run: mid-way through starting the stack.
         wait_until(
@@ -213,9 +222,149 @@ def test_what_a_killed_run_left_is_swept(engine: Any, isolated: Path, tmp_path: 
     assert left, "a SIGKILLed harness cannot have removed its containers"
     assert (isolated / "lease.json").exists()
 
-    # The next run's first step: everything whose harness is dead goes.
-    removed = sweep(engine, log=lambda _m: None)
-    assert set(left) <= {r.split(" ", 1)[1] for r in removed}
+    # The next run's first step: the lease names the killed run, and everything of it goes.
+    done = repair(isolated, log=lambda _m: None)
+    assert set(left) <= {line.split(" ")[1] for line in done}
     assert ours(engine, **{LABEL_OWNER: owner}) == []
-    repair(isolated, log=lambda _m: None)
     assert not (isolated / "lease.json").exists()
+
+
+@pytest.mark.chaos
+def test_resources_of_a_dead_harness_are_swept_without_a_lease(engine: Any) -> None:
+    from chaos._docker import ensure_image, toxiproxy_context
+
+    image = ensure_image(engine, "ichaos-toxiproxy", toxiproxy_context(), "Dockerfile", None)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          check=True, capture_output=True, text=True)  # fmt: skip
+    host, namespace, _pid, _started = _owner().split(":")
+    dead = f"{host}:{namespace}:{gone.stdout.strip()}:1"  # a pid that exited: nobody now
+    live = _owner()
+    made = []
+    for owner in (dead, live):
+        run = f"sweeptest{len(made)}"
+        labels = {LABEL_RUN: run, LABEL_OWNER: owner}
+        network = engine.networks.create(f"ichaos-{run}", labels=labels)
+        engine.containers.run(image, name=f"ichaos-{run}-toxiproxy", detach=True,
+                              network=network.name, labels=labels)  # fmt: skip
+        made.append(run)
+    try:
+        removed = sweep(engine, log=lambda _m: None)
+        assert {f"container ichaos-{made[0]}-toxiproxy", f"network ichaos-{made[0]}"} <= set(
+            removed
+        )
+        assert ours(engine, **{LABEL_RUN: made[0]}) == []
+        # A live harness's resources are never touched.
+        assert sorted(ours(engine, **{LABEL_RUN: made[1]})) == [
+            f"ichaos-{made[1]}",
+            f"ichaos-{made[1]}-toxiproxy",
+        ]
+    finally:
+        for run in made:
+            sweep(engine, run=run, log=lambda _m: None)
+
+
+FAULTS = """\
+name: container-faults
+backend: docker
+seed: 3
+load: {rate: 8/s, duration: 18s}
+faults:
+  - {name: freeze, kind: process, signal: pause, target: {pool: primary, index: 0},
+     at: 3s, duration: 4s}
+  - {name: unplug, kind: partition, method: network, hop: {pool: primary, index: 1},
+     at: 10s, duration: 4s}
+expect:
+  - {kind: status, status: "2xx", min_share: 0.95}
+  - {kind: event, event: replica_down}
+  - {kind: recovery, within: 5s}
+"""
+
+
+@needs_service
+@pytest.mark.chaos
+def test_pause_and_network_partition_are_applied_and_undone_on_containers(
+    engine: Any, isolated: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "container-faults.yaml"
+    path.write_text(FAULTS)
+    result = Runner(load_scenario(path), RunSettings(report_dir=tmp_path / "reports")).run()
+    verdict = result.verdict
+    unmet = [e for e in verdict["expectations"] if not e["passed"]]
+    assert result.passed, f"{verdict['status']}: {unmet} {verdict['harness_errors']}"
+    journal = list(read_journal(result.run_dir))
+    applied = [e["fault"] for e in journal if e["type"] == "fault_applied"]
+    reverted = [e["fault"] for e in journal if e["type"] == "fault_reverted"]
+    assert applied == reverted == ["freeze", "unplug"]
+    # While unplugged, primary[1] was out of the gateway's rotation; paused, primary[0] was.
+    events = [e["event"] for e in journal if e["type"] == "service_event"]
+    downs = [e for e in events if e["kind"] == "replica_down"]
+    assert {(e["pool"], e["index"]) for e in downs} == {
+        ("primary", 0),
+        ("primary", 1),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.chaos
+def test_compose_up_serves_through_toxiproxy(engine: Any, tmp_path: Path) -> None:
+    from chaos._docker import ensure_image, service_context, toxiproxy_context
+
+    command = next(
+        (c for c in (["docker", "compose"], ["docker-compose"]) if shutil.which(c[0]) and
+         subprocess.run([*c, "version"], check=False, capture_output=True).returncode == 0),
+        None,
+    )  # fmt: skip
+    if command is None:
+        pytest.skip("no `docker compose` or `docker-compose`: ./dev test installs docker-compose")
+    # The images as the docker backend builds them (it passes the host's CA bundle to pip).
+    client_port, gateway_port, api_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "ICHAOS_ADMIN_TOKEN": "compose-test-token",
+        "ICHAOS_SERVICE_IMAGE": ensure_image(
+            engine, "ichaos-service", service_context(), "deploy/Dockerfile", None
+        ),
+        "ICHAOS_TOXIPROXY_IMAGE": ensure_image(
+            engine, "ichaos-toxiproxy", toxiproxy_context(), "Dockerfile", None
+        ),
+        "ICHAOS_CLIENT_PORT": str(client_port),
+        "ICHAOS_GATEWAY_PORT": str(gateway_port),
+        "ICHAOS_TOXIPROXY_PORT": str(api_port),
+    }
+    compose_cmd = [*command, "-f", str(DEPLOY / "compose.yaml"), "-p", f"ichaos-{os.getpid()}"]
+    try:
+        up = subprocess.run([*compose_cmd, "up", "-d", "--no-build"], check=False,
+                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+        assert up.returncode == 0, up.stderr
+        ask = {"prompt": "hello", "max_new_tokens": 4}
+
+        def answered() -> bool:
+            try:
+                reply = httpx.post(f"http://127.0.0.1:{client_port}/v1/generate", json=ask,
+                                   timeout=10)  # fmt: skip
+            except httpx.HTTPError:
+                return False
+            return reply.status_code == 200 and reply.json()["model"] == "primary"
+
+        wait_until(answered, timeout=240, interval=1, message="compose stack answering")
+        with ToxiproxyClient(f"http://127.0.0.1:{api_port}") as api:
+            assert set(api.proxies()) == {"client", "primary-0", "primary-1", "canary-0",
+                                          "fallback-0"}  # fmt: skip
+            api.add_toxic("client", Toxic(name="slow", type=ToxicType.LATENCY,
+                                          attributes={"latency": 500}))  # fmt: skip
+            started = time.monotonic()
+            assert answered()
+            assert time.monotonic() - started >= 0.5
+            api.remove_toxic("client", "slow")
+        state = httpx.get(f"http://127.0.0.1:{gateway_port}/admin/state", timeout=10,
+                          headers={"X-Admin-Token": "compose-test-token"})  # fmt: skip
+        assert state.status_code == 200
+        assert len(state.json()["pools"]["primary"]["replicas"]) == 2
+    finally:
+        subprocess.run([*compose_cmd, "down", "-v"], check=False, capture_output=True,
+                       env=env, timeout=180)  # fmt: skip
