@@ -141,12 +141,39 @@ class Target:
     def headers(self) -> dict[str, str]:
         return {ADMIN_HEADER: self.admin_token} if self.admin_token else {}
 
+    def _admin_url(self) -> str | None:
+        """The gateway's own address, for its admin API (None: the target has no such API)."""
+        return None
+
     def events(self, since: int = 0) -> list[dict[str, Any]]:
         """The gateway's events after ``since`` (empty where the target has no such API)."""
-        return []
+        url = self._admin_url()
+        if url is None:
+            return []
+        answer = httpx.get(
+            f"{url}/admin/events", params={"since": since}, headers=self.headers(), timeout=5
+        )
+        answer.raise_for_status()
+        events: list[dict[str, Any]] = answer.json()["events"]
+        return events
 
     def reload(self, pool: str, index: int) -> None:
-        raise BackendError("this backend cannot reload models")
+        url = self._admin_url()
+        if url is None:
+            raise BackendError("this backend cannot reload models")
+        answer = httpx.post(
+            f"{url}/admin/replicas/{pool}/{index}/reload", headers=self.headers(), timeout=10
+        )
+        if answer.status_code != 202:
+            raise BackendError(
+                f"reload of {pool}[{index}]: HTTP {answer.status_code}: {answer.text}"
+            )
+
+    def _all_ready(self) -> bool:
+        """Every replica ready, as the gateway sees it (through the client hop)."""
+        answer = httpx.get(f"{self.url}/admin/state", headers=self.headers(), timeout=5)
+        pools = answer.json()["pools"]
+        return all(r["ready"] for pool in pools.values() for r in pool["replicas"])
 
     def process_fault(
         self, replicas: list[tuple[str, int]] | None, kind: SignalKind, label: str
@@ -310,35 +337,14 @@ class LocalTarget(Target):
         state: dict[str, Any] = self._stack.state()
         return state
 
-    def _all_ready(self) -> bool:
-        answer = httpx.get(f"{self.url}/admin/state", headers=self.headers(), timeout=5)
-        pools = answer.json()["pools"]
-        return all(r["ready"] for pool in pools.values() for r in pool["replicas"])
+    def _admin_url(self) -> str:
+        return self.direct_url
 
     def workers(self) -> list[dict[str, Any]]:
         return [dict(w) for w in self._state()["workers"]]
 
     def gateway_pid(self) -> int:
         return int(self._state()["gateway"]["pid"])
-
-    def events(self, since: int = 0) -> list[dict[str, Any]]:
-        answer = httpx.get(
-            f"{self.direct_url}/admin/events", params={"since": since}, headers=self.headers(),
-            timeout=5,
-        )  # fmt: skip
-        answer.raise_for_status()
-        events: list[dict[str, Any]] = answer.json()["events"]
-        return events
-
-    def reload(self, pool: str, index: int) -> None:
-        answer = httpx.post(
-            f"{self.direct_url}/admin/replicas/{pool}/{index}/reload", headers=self.headers(),
-            timeout=10,
-        )  # fmt: skip
-        if answer.status_code != 202:
-            raise BackendError(
-                f"reload of {pool}[{index}]: HTTP {answer.status_code}: {answer.text}"
-            )
 
     def describe(self) -> dict[str, Any]:
         return {

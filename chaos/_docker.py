@@ -456,13 +456,15 @@ class DockerTarget(Target):
         self.direct_url = f"http://127.0.0.1:{self._published('gateway', _SERVICE_PORT)}"
         return self.direct_url
 
+    def _admin_url(self) -> str:
+        return self._gateway_url()
+
     def _all_ready(self) -> bool:
+        # Containers start in the background: the gateway may not listen yet.
         try:
-            answer = httpx.get(f"{self.url}/admin/state", headers=self.headers(), timeout=5)
-            pools = answer.json()["pools"]
+            return super()._all_ready()
         except (httpx.HTTPError, ValueError, KeyError):
             return False
-        return all(r["ready"] for pool in pools.values() for r in pool["replicas"])
 
     # -- engine events become the gateway's, as the local supervisor's restarts are ---------
 
@@ -538,25 +540,6 @@ class DockerTarget(Target):
             raise ApplyError(f"no container for {', '.join(missing)}")
         containers = [self._containers[k] for k in keys]
         return DisconnectInjector(self._network, containers, ", ".join(keys))
-
-    def events(self, since: int = 0) -> list[dict[str, Any]]:
-        answer = httpx.get(
-            f"{self._gateway_url()}/admin/events", params={"since": since}, headers=self.headers(),
-            timeout=5,
-        )  # fmt: skip
-        answer.raise_for_status()
-        events: list[dict[str, Any]] = answer.json()["events"]
-        return events
-
-    def reload(self, pool: str, index: int) -> None:
-        answer = httpx.post(
-            f"{self._gateway_url()}/admin/replicas/{pool}/{index}/reload", headers=self.headers(),
-            timeout=10,
-        )  # fmt: skip
-        if answer.status_code != 202:
-            raise BackendError(
-                f"reload of {pool}[{index}]: HTTP {answer.status_code}: {answer.text}"
-            )
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -127,8 +127,7 @@ def _hop_proxies(target: Target, hop: str | Replicas, rng: random.Random) -> lis
 def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Random) -> Injector:
     """The injector for one fault entry (not yet applied)."""
     if isinstance(spec, PartitionFault) and spec.method is PartitionMethod.NETWORK:
-        if not isinstance(spec.hop, Replicas):
-            raise ApplyError(f"{name}: a network partition cuts replicas off, not the client hop")
+        assert isinstance(spec.hop, Replicas)  # the scenario model refuses the client hop
         pool = spec.hop.pool.value
         return target.network_partition([(pool, i) for i in choose(target, spec.hop, rng)])
     if isinstance(spec, ToxicFault | PartitionFault):
