@@ -33,7 +33,7 @@ import httpx
 import yaml
 
 from ._backend import Target, _Lease, registry_dir
-from ._errors import ApplyError, BackendError, EngineUnavailable, RevertError
+from ._errors import ApplyError, BackendError, EngineBroken, EngineUnavailable, RevertError
 from ._injectors import Injector, SignalKind
 from ._toxiproxy import ToxiproxyClient, ToxiproxyUnavailable, find_server_binary
 from ._wait import wait_until
@@ -100,6 +100,58 @@ def connect() -> Any:
         raise EngineUnavailable(
             f"no Docker API answers at {engine_url()} ({exc}): {HOW_TO_GET_AN_ENGINE}"
         ) from exc
+
+
+def _engine_message(exc: Exception) -> str:
+    """What the engine said, without the SDK's request line around it."""
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc).strip()
+
+
+def check_engine(client: Any) -> str:
+    """Run one short container on a private network, as the backend runs its own, and return
+    the engine's name and version. An engine can answer its API and still be unable to start a
+    container on a network (podman without the programs its network backend executes): that is
+    :class:`EngineBroken` with the engine's own message, found here in seconds instead of by
+    every container the backend would start."""
+    import docker
+
+    try:
+        version = client.version()
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(
+            f"the engine at {engine_url()} did not say its version: {exc}"
+        ) from exc
+    components = {c.get("Name", ""): c.get("Version", "") for c in version.get("Components", [])}
+    name = "podman" if "Podman Engine" in components else "docker"
+    described = f"{name} {components.get('Podman Engine') or version.get('Version', '?')}"
+    image = ensure_image(client, "ichaos-toxiproxy", toxiproxy_context(), "Dockerfile", None)
+    run = f"check{secrets.token_hex(3)}"
+    labels = {LABEL_RUN: run, LABEL_OWNER: _owner(), LABEL_ROLE: "check"}
+    try:
+        network = client.networks.create(f"ichaos-{run}", driver="bridge", labels=labels)
+        container = client.containers.run(
+            image, ["-version"], name=f"ichaos-{run}", detach=True, network=network.name,
+            labels=labels,
+        )  # fmt: skip
+        status = container.wait(timeout=60).get("StatusCode")
+        if status != 0:
+            output = container.logs().decode(errors="replace").strip()
+            raise EngineBroken(
+                f"{described} at {engine_url()} ran a container that exited with {status}: "
+                f"{output or '(no output)'}"
+            )
+    except docker.errors.DockerException as exc:
+        raise EngineBroken(
+            f"{described} at {engine_url()} answers but cannot run a container: "
+            f"{_engine_message(exc)}"
+        ) from exc
+    finally:
+        # A removal that fails here must not hide why the check failed; what it leaves carries
+        # this process as owner, so the next sweep after it exits removes it.
+        with contextlib.suppress(docker.errors.DockerException):
+            sweep(client, run=run, log=lambda _m: None)
+    return described
 
 
 def _start_time(pid: int | str) -> str:
@@ -383,13 +435,20 @@ class DockerTarget(Target):
         ports: tuple[int, ...] = (_SERVICE_PORT,), extra_labels: dict[str, str] | None = None,
         **options: Any,
     ) -> Any:  # fmt: skip
+        import docker
+
         # Published on loopback only, on ports the engine chooses.
-        container = self.client.containers.run(
-            image, command, name=name, detach=True, network=self._network.name,
-            labels={**self._labels, LABEL_ROLE: role, **(extra_labels or {})},
-            ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports},
-            restart_policy={"Name": "always"}, **options,
-        )  # fmt: skip
+        try:
+            container = self.client.containers.run(
+                image, command, name=name, detach=True, network=self._network.name,
+                labels={**self._labels, LABEL_ROLE: role, **(extra_labels or {})},
+                ports={f"{port}/tcp": ("127.0.0.1", None) for port in ports},
+                restart_policy={"Name": "always"}, **options,
+            )  # fmt: skip
+        except docker.errors.APIError as exc:
+            raise BackendError(
+                f"{name}: the engine at {engine_url()} could not start it: {_engine_message(exc)}"
+            ) from exc
         self._containers[key], self._names[key] = container, name
         self._starts[name] = 1
         return container

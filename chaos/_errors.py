@@ -2,11 +2,14 @@
 
 HarnessError
 ├── WaitTimeout          a condition awaited with ``wait_until`` did not hold in time
+│   └── ProcessExited    ... because the process it depended on exited first
 ├── ScenarioError        a scenario file is invalid (raised before anything starts)
 ├── InjectionError       a fault injector failed
 │   ├── ApplyError       ... to apply (nothing of it is left applied)
 │   └── RevertError      ... to revert (the run fails with the harness-error exit code)
 ├── BackendError         the target could not be provisioned or reached
+│   ├── EngineUnavailable  no Docker API answers where DOCKER_HOST points
+│   └── EngineBroken       the engine answers but cannot run a container
 └── ReportError          a directory is not a run directory, or its journal cannot be read
 """
 
@@ -19,6 +22,10 @@ class HarnessError(Exception):
 
 class WaitTimeout(HarnessError, TimeoutError):
     """A condition did not become true before its deadline."""
+
+
+class ProcessExited(WaitTimeout):
+    """The process a wait depended on exited before the condition held: it never will."""
 
 
 class InjectionError(HarnessError):
@@ -43,6 +50,10 @@ class BackendError(HarnessError):
 
 class EngineUnavailable(BackendError):
     """No Docker API answers where ``DOCKER_HOST`` (or the default socket) points."""
+
+
+class EngineBroken(BackendError):
+    """The engine answers its API but cannot start a container; the message is the engine's."""
 
 
 class ReportError(HarnessError):

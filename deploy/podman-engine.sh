@@ -36,28 +36,56 @@ answers() {
     [[ -S "$SOCK" ]] && curl -sf --max-time 2 --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1
 }
 
-install_packages() {
-    local missing=()
-    command -v podman >/dev/null || missing+=(podman)
-    command -v runc >/dev/null || missing+=(runc)
-    command -v debootstrap >/dev/null || missing+=(debootstrap)
-    command -v curl >/dev/null || missing+=(curl)
+# What the engine executes, and the Debian package that brings it. Checked by the command, not
+# by the package's dependencies: podman only suggests iptables, yet netavark (its network backend)
+# runs iptables and ip6tables for every network, so a container on a network cannot start
+# without them ("netavark: No such file or directory").
+REQUIRED=(
+    "podman:podman"
+    "runc:runc"
+    "conmon:conmon"
+    "/usr/lib/podman/netavark:netavark"
+    "/usr/lib/podman/aardvark-dns:aardvark-dns"
+    "catatonit:catatonit"
+    "iptables:iptables"
+    "ip6tables:iptables"
+    "debootstrap:debootstrap"
+    "curl:curl"
+)
+
+missing_packages() {
+    local entry program package seen=" "
+    for entry in "${REQUIRED[@]}"; do
+        program="${entry%%:*}" package="${entry#*:}"
+        if [[ "$program" == /* ]]; then [[ -x "$program" ]] && continue
+        else command -v "$program" >/dev/null && continue; fi
+        [[ "$seen" == *" $package "* ]] || seen+="$package "
+    done
     # Compose, to check deploy/compose.yaml (`docker compose config`); v1 where v2 is missing.
     if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
-        missing+=(docker-compose)
+        seen+="docker-compose "
     fi
+    echo $seen
+}
+
+install_packages() {
+    local missing
+    read -r -a missing <<<"$(missing_packages)"
     [[ ${#missing[@]} -eq 0 ]] && return
     if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
         die "the docker backend needs a Docker-API engine: install ${missing[*]} (Debian:
-       apt-get install podman runc debootstrap) and re-run as root, or start Docker and set DOCKER_HOST"
+       apt-get install ${missing[*]}) and re-run as root, or start Docker and set DOCKER_HOST"
     fi
     say "installing ${missing[*]} from Debian's packages"
     mkdir -p "$ENGINE_DIR"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-            --no-install-recommends "${missing[@]}" catatonit netavark aardvark-dns; } \
-            >"$ENGINE_DIR/apt.log" 2>&1; then
+            --no-install-recommends "${missing[@]}"; } >"$ENGINE_DIR/apt.log" 2>&1; then
         tail -n 20 "$ENGINE_DIR/apt.log" >&2
         die "apt-get install ${missing[*]} failed (log: $ENGINE_DIR/apt.log)"
+    fi
+    read -r -a missing <<<"$(missing_packages)"
+    if [[ ${#missing[@]} -ne 0 ]]; then
+        die "installed, yet still missing what ${missing[*]} should provide (log: $ENGINE_DIR/apt.log)"
     fi
 }
 
@@ -71,6 +99,10 @@ default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
 
 [engine]
 runtime = "runc"
+
+[network]
+# Named, not left to podman's guess (which depends on what its storage already holds).
+network_backend = "netavark"
 EOF
     mv -f "$tmp" "$CONTAINERS_CONF"
 }

@@ -26,6 +26,7 @@ from chaos import (
     BackendError,
     DockerTarget,
     EngineUnavailable,
+    ProcessExited,
     Runner,
     RunSettings,
     ScenarioError,
@@ -37,7 +38,15 @@ from chaos import (
     repair,
     wait_until,
 )
-from chaos._docker import LABEL_OWNER, LABEL_RUN, _owner, _start_time, connect, sweep
+from chaos._docker import (
+    LABEL_OWNER,
+    LABEL_RUN,
+    _owner,
+    _start_time,
+    check_engine,
+    connect,
+    sweep,
+)
 from tests.conftest import needs_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,14 +162,44 @@ def test_without_an_engine_the_backend_says_how_to_get_one(
 # -- on a real engine ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[Any]:
+class EngineCheck:
+    """Whether the engine can run a container, found out once per session: an engine that
+    answers its API but cannot start containers fails one test with the engine's message, and
+    every other engine test is skipped pointing at it, instead of each failing on its own."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.failure: str | None = None
+        self.reported = False
+
+    def use(self) -> Any:
+        if self.failure is None:
+            return self.client
+        if not self.reported:
+            self.reported = True
+            pytest.fail(self.failure, pytrace=False)
+        pytest.skip(f"the engine cannot run a container (the first engine test failed): "
+                    f"{self.failure}")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def engine_check() -> Iterator[EngineCheck]:
+    check = EngineCheck()
     try:
-        client = connect()
+        check.client = connect()
     except BackendError as exc:
         pytest.skip(f"no Docker-API engine: {exc}")
-    yield client
-    client.close()
+    try:
+        check_engine(check.client)
+    except BackendError as exc:
+        check.failure = str(exc)
+    yield check
+    check.client.close()
+
+
+@pytest.fixture
+def engine(engine_check: EngineCheck) -> Any:
+    return engine_check.use()
 
 
 def ours(client: Any, **labels: str) -> list[str]:
@@ -200,24 +239,29 @@ def test_scenarios_hold_on_the_docker_backend(
 @needs_service
 @pytest.mark.chaos
 def test_what_a_killed_run_left_is_swept(engine: Any, isolated: Path, tmp_path: Path) -> None:
-    harness = subprocess.Popen(
-        [sys.executable, "-m", "chaos", "run", str(SCENARIOS / "baseline.yaml"),
-         "--backend", "docker", "--report-dir", str(tmp_path / "reports"), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
-    )  # fmt: skip
+    log_path = tmp_path / "ichaos.log"
+    with log_path.open("w") as log:
+        harness = subprocess.Popen(
+            [sys.executable, "-m", "chaos", "run", str(SCENARIOS / "baseline.yaml"),
+             "--backend", "docker", "--report-dir", str(tmp_path / "reports"), "--quiet"],
+            stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+        )  # fmt: skip
     host, namespace, _pid, _started = _owner().split(":")
     owner = f"{host}:{namespace}:{harness.pid}:{_start_time(harness.pid)}"
     try:
         # Killed once its Toxiproxy and a worker run: mid-way through starting the stack.
         wait_until(
             lambda: len(ours(engine, **{LABEL_OWNER: owner})) >= 3, timeout=600, interval=0.5,
-            message="the harness's network and first containers",
+            message="the harness's network and first containers", process=harness,
         )  # fmt: skip
         harness.send_signal(signal.SIGKILL)
         harness.wait(timeout=10)
+    except ProcessExited as exc:
+        pytest.fail(f"{exc}; it said:\n{log_path.read_text()[-3000:]}")
     finally:
         if harness.poll() is None:
             harness.kill()
+            harness.wait(timeout=10)
     left = ours(engine, **{LABEL_OWNER: owner})
     assert left, "a SIGKILLed harness cannot have removed its containers"
     assert (isolated / "lease.json").exists()

@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from chaos import Runner, RunSettings, load_scenario, read_journal, repair, wait_until
+from chaos import (
+    ProcessExited,
+    Runner,
+    RunSettings,
+    load_scenario,
+    read_journal,
+    repair,
+    wait_until,
+)
 from tests.conftest import needs_service
 
 pytestmark = [pytest.mark.chaos, needs_service]
@@ -99,13 +107,19 @@ def test_a_harness_killed_mid_fault_is_repaired_by_the_next_run(
                 e["type"] == "fault_applied" for e in read_journal(journals[0].parent)
             )
 
-        wait_until(damaged, timeout=120, interval=0.2, message="the model fault applied")
+        wait_until(
+            damaged, timeout=120, interval=0.2, message="the model fault applied", process=harness
+        )
         lease = json.loads((isolated / "lease.json").read_text())["processes"]
         harness.send_signal(signal.SIGKILL)
         harness.wait(timeout=10)
+    except ProcessExited as exc:
+        log.close()
+        pytest.fail(f"{exc}; it said:\n{(tmp_path / 'ichaos.log').read_text()[-3000:]}")
     finally:
         if harness.poll() is None:
             harness.kill()
+            harness.wait(timeout=10)
         log.close()
     assert corrupted_files(registry) == ["primary/v1/model.safetensors"]
     assert any(alive(p["pid"], p["marker"]) for p in lease), "the stack outlived its harness"
