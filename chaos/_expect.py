@@ -1,14 +1,21 @@
 """Expectations checked after a run, from what was recorded: requests, fault windows, events.
 
-Pure functions over plain data, so each rule is unit-tested without a stack. A request is
-*good* when it got a 2xx answer from the model it asked for (not the fallback); a failure is a
-non-2xx status or a client-side error (timeout, reset, refused).
+Pure functions over plain data, so each rule is unit-tested without a stack. One classifier
+decides a request's outcome (:func:`classify`): *ok* is a 2xx answer from the model asked for,
+*degraded* a 2xx answer from the fallback, *shed* a 429, *failed* any other status or a
+client-side error (timeout, reset, refused, dropped by the generator). A request is *good* when
+it is ok.
+
+The evidence rule: every expectation says what it judged (:class:`Evidence`); with nothing to
+judge it is ``no data``, which fails unless the entry says ``allow_no_data: true``. Service events
+count from the load's start (t = 0): what the stack said while starting is not a reaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 from slo import Evaluation
@@ -23,6 +30,7 @@ from ._scenario import (
     SLOMet,
     StatusShare,
 )
+from ._verdict import Evidence, Judgement, Outcome, run_consumed
 
 # Gateway and supervisor events that show the service noticed a fault.
 REACTIONS = frozenset({
@@ -42,12 +50,30 @@ class Request(Protocol):
     def degraded(self) -> bool: ...
 
 
+class RequestOutcome(StrEnum):
+    OK = "ok"
+    DEGRADED = "degraded"
+    SHED = "shed"
+    FAILED = "failed"
+
+
+def classify(r: Request) -> RequestOutcome:
+    """The one definition of a request's outcome, used by expectations, counts and charts."""
+    if r.error is not None or r.status is None:
+        return RequestOutcome.FAILED
+    if 200 <= r.status < 300:
+        return RequestOutcome.DEGRADED if r.degraded else RequestOutcome.OK
+    if r.status == 429:
+        return RequestOutcome.SHED
+    return RequestOutcome.FAILED
+
+
 def good(r: Request) -> bool:
-    return r.error is None and r.status is not None and 200 <= r.status < 300 and not r.degraded
+    return classify(r) is RequestOutcome.OK
 
 
 def answered(r: Request) -> bool:
-    return r.error is None and r.status is not None and 200 <= r.status < 300
+    return classify(r) in (RequestOutcome.OK, RequestOutcome.DEGRADED)
 
 
 def status_matches(r: Request, pattern: str) -> bool:
@@ -73,20 +99,36 @@ class Window:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    kind: str
-    description: str
-    passed: bool
-    measured: float | None
-    bound: float | None
-    detail: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+class _Judge:
+    """Builds the outcomes of one expectation: ``no data`` passes only where it is allowed."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind, "description": self.description, "passed": self.passed,
-            "measured": self.measured, "bound": self.bound, "detail": self.detail, **self.extra,
-        }  # fmt: skip
+    spec: ExpectSpec
+    description: str
+    bound: float | None
+
+    def no_data(self, evidence: Evidence, detail: str, measured: float | None = None) -> Outcome:
+        return self._outcome(
+            Judgement.NO_DATA, self.spec.allow_no_data, measured, evidence, detail=detail
+        )
+
+    def of(
+        self, met: bool, measured: float | None, evidence: Evidence, detail: str = "",
+        fallback_after: int | None = None,
+    ) -> Outcome:  # fmt: skip
+        judgement = Judgement.MET if met else Judgement.NOT_MET
+        return self._outcome(
+            judgement, met, measured, evidence, detail=detail, fallback_after=fallback_after
+        )
+
+    def _outcome(
+        self, judgement: Judgement, passed: bool, measured: float | None, evidence: Evidence,
+        *, detail: str, fallback_after: int | None = None,
+    ) -> Outcome:  # fmt: skip
+        return Outcome(
+            kind=self.spec.kind, description=self.description, judgement=judgement,
+            passed=passed, measured=measured, bound=self.bound, evidence=evidence,
+            detail=detail, fallback_after=fallback_after,
+        )  # fmt: skip
 
 
 def time_to_recover(
@@ -135,6 +177,15 @@ class Facts:
     evaluations: dict[str, Evaluation]
     load_end: float
 
+    @property
+    def run_events(self) -> list[dict[str, Any]]:
+        """The service's events from the load's start on (t = 0), in time order."""
+        timed = [e for e in self.events if e.get("t") is not None and float(e["t"]) >= 0.0]
+        return sorted(timed, key=lambda e: float(e["t"]))
+
+    def window(self, fault: str) -> Window:
+        return self.windows.get(fault, Window(None, None))
+
 
 def check(spec: ExpectSpec, facts: Facts) -> Outcome:
     checker = _CHECKS.get(type(spec))
@@ -143,110 +194,137 @@ def check(spec: ExpectSpec, facts: Facts) -> Outcome:
     return checker(spec, facts)
 
 
+def _requests(n: int) -> Evidence:
+    return Evidence(count=n, unit="requests")
+
+
 def _slo_met(spec: SLOMet, facts: Facts) -> Outcome:
     ev = facts.evaluations[spec.slo]
-    text = f"SLO {spec.slo} met (SLI ≥ {ev.slo.target:g})"
-    return Outcome(spec.kind, text, ev.met, ev.sli, ev.slo.target,
-                   f"{ev.total} events, {ev.consumed:.1%} of the budget consumed")  # fmt: skip
+    judge = _Judge(spec, f"SLO {spec.slo} met (SLI ≥ {ev.slo.target:g})", ev.slo.target)
+    evidence = Evidence(count=ev.total, unit="events")
+    if ev.sli is None:
+        return judge.no_data(evidence, f"no events of this SLI ({ev.excluded} requests excluded)")
+    consumed = run_consumed(ev) or 0.0
+    return judge.of(ev.sli >= ev.slo.target, ev.sli, evidence,
+                    f"{consumed:.1%} of the run's budget consumed")  # fmt: skip
 
 
 def _budget_ceiling(spec: BudgetCeiling, facts: Facts) -> Outcome:
     ev = facts.evaluations[spec.slo]
-    text = f"SLO {spec.slo}: at most {spec.max_consumed:.0%} of the error budget consumed"
-    return Outcome(spec.kind, text, ev.consumed <= spec.max_consumed, ev.consumed,
-                   spec.max_consumed, f"SLI {ev.sli}")  # fmt: skip
+    text = f"SLO {spec.slo}: at most {spec.max_consumed:.0%} of the run's error budget consumed"
+    judge = _Judge(spec, text, spec.max_consumed)
+    evidence = Evidence(count=ev.total, unit="events")
+    consumed = run_consumed(ev)
+    if consumed is None:
+        return judge.no_data(evidence, f"no events of this SLI ({ev.excluded} requests excluded)")
+    return judge.of(consumed <= spec.max_consumed, consumed, evidence,
+                    f"{ev.bad} bad of {ev.total}, SLI {ev.sli:.4g}")  # fmt: skip
 
 
 def _recovery(spec: Recovery, facts: Facts) -> Outcome:
+    judge = _Judge(spec, f"recovered within {spec.within:g}s of the last fault", spec.within)
     ends = [w.end for w in facts.windows.values() if w.end is not None]
-    since = max(ends, default=0.0)
+    if not ends:
+        return judge.no_data(Evidence(count=0, unit="faults"), "no fault applied")
+    since = max(ends)
+    after = [r for r in facts.records if r.scheduled >= since]
+    if not after:
+        return judge.no_data(_requests(0), f"no request after the last fault ended ({since:.2f}s)")
     ttr = time_to_recover(facts.records, since, facts.load_end, spec.window)
-    text = f"recovered within {spec.within:g}s of the last fault"
     detail = (
-        f"all requests good from {since + ttr:.2f}s on (last fault ended {since:.2f}s)"
+        f"all requests good from {since + ttr:.2f}s on (the last fault ended at {since:.2f}s)"
         if ttr is not None
         else f"requests were still failing or degraded near the end (after {since:.2f}s)"
     )
-    return Outcome(spec.kind, text, ttr is not None and ttr <= spec.within, ttr, spec.within,
-                   detail)  # fmt: skip
+    return judge.of(ttr is not None and ttr <= spec.within, ttr, _requests(len(after)), detail)
 
 
 def _fallback_share(spec: FallbackShare, facts: Facts) -> Outcome:
-    window = facts.windows.get(spec.during, Window(None, None))
+    window = facts.window(spec.during)
     text = f"fallback served ≥ {spec.min_share:.0%} during {spec.during}"
-    if window.applied is None or window.reverted is None:
-        return Outcome(spec.kind, text, False, None, spec.min_share, "the fault never ran")
-    inside = [r for r in _in(facts.records, window.applied, window.reverted) if answered(r)]
-    share = sum(r.degraded for r in inside) / len(inside) if inside else 0.0
-    passed = bool(inside) and share >= spec.min_share
-    detail = f"{sum(r.degraded for r in inside)} of {len(inside)} answers in the window"
-    extra: dict[str, Any] = {}
     if spec.none_after is not None:
-        later = _in(facts.records, window.reverted + spec.none_after, float("inf"))
-        late = sum(1 for r in later if r.degraded)
-        passed = passed and late == 0
-        detail += f"; {late} fallback answers {spec.none_after:g}s or more after it ended"
         text += f", none from {spec.none_after:g}s after it"
-        extra["fallback_after"] = late
-    return Outcome(spec.kind, text, passed, share, spec.min_share, detail, extra)
+    judge = _Judge(spec, text, spec.min_share)
+    if window.applied is None or window.reverted is None:
+        return judge.no_data(_requests(0), f"{spec.during} never applied")
+    inside = [r for r in _in(facts.records, window.applied, window.reverted) if answered(r)]
+    if not inside:
+        return judge.no_data(_requests(0), f"no answer during {spec.during}")
+    served = sum(r.degraded for r in inside)
+    share = served / len(inside)
+    detail = f"{served} of {len(inside)} answers in the window"
+    if spec.none_after is None:
+        return judge.of(share >= spec.min_share, share, _requests(len(inside)), detail)
+    since = window.reverted + spec.none_after
+    later = [r for r in _in(facts.records, since, float("inf")) if answered(r)]
+    if not later:
+        detail += f"; no answer from {since:.2f}s on"
+        return judge.no_data(_requests(len(inside)), detail, share)
+    late = sum(1 for r in later if r.degraded)
+    detail += f"; {late} of {len(later)} answers from {since:.2f}s on were fallback"
+    met = share >= spec.min_share and late == 0
+    return judge.of(met, share, _requests(len(inside) + len(later)), detail, late)
 
 
 def _canary_rollback(spec: CanaryRollback, facts: Facts) -> Outcome:
+    of = f" of {spec.after}" if spec.after else " of the load's start"
+    judge = _Judge(spec, f"canary rolled back within {spec.within:g}s{of}", spec.within)
     start = 0.0
     if spec.after is not None:
-        start = facts.windows.get(spec.after, Window(None, None)).applied or 0.0
-    rollbacks = [
-        float(e["t"]) for e in facts.events
-        if e.get("kind") == "canary_rollback" and e.get("t") is not None
-        and float(e["t"]) >= start
-    ]  # fmt: skip
-    took = min(rollbacks) - start if rollbacks else None
-    text = f"canary rolled back within {spec.within:g}s" + (
-        f" of {spec.after}" if spec.after else ""
+        applied = facts.window(spec.after).applied
+        if applied is None:
+            return judge.no_data(Evidence(count=0, unit="events"), f"{spec.after} never applied")
+        start = applied
+    watched = [e for e in facts.run_events if float(e["t"]) >= start]
+    rollbacks = [float(e["t"]) for e in watched if e.get("kind") == "canary_rollback"]
+    took = rollbacks[0] - start if rollbacks else None
+    detail = (
+        f"no canary_rollback among {len(watched)} service events"
+        if took is None
+        else f"rolled back at {start + took:.2f}s"
     )
-    detail = "no canary_rollback event" if took is None else f"rolled back at {start + took:.2f}s"
-    return Outcome(spec.kind, text, took is not None and took <= spec.within, took,
-                   spec.within, detail)  # fmt: skip
+    met = took is not None and took <= spec.within
+    return judge.of(met, took, Evidence(count=len(watched), unit="events"), detail)
 
 
 def _event_expectation(spec: EventExpectation, facts: Facts) -> Outcome:
+    seen = facts.run_events
     found = [
-        e for e in facts.events
+        e for e in seen
         if e.get("kind") == spec.event
         and all(e.get(k) == v for k, v in spec.details.items())
     ]  # fmt: skip
     wanted = f"{spec.event}{spec.details or ''}"
+    evidence = Evidence(count=len(seen), unit="events")
+    detail = f"{len(found)} of {len(seen)} service events since the load started"
     if spec.present:
-        text = f"event {wanted} at least {spec.min_count}×"
-        return Outcome(spec.kind, text, len(found) >= spec.min_count, len(found),
-                       spec.min_count)  # fmt: skip
-    return Outcome(spec.kind, f"no event {wanted}", not found, len(found), 0)
+        judge = _Judge(spec, f"event {wanted} at least {spec.min_count}×", spec.min_count)
+        return judge.of(len(found) >= spec.min_count, len(found), evidence, detail)
+    return _Judge(spec, f"no event {wanted}", 0).of(not found, len(found), evidence, detail)
 
 
 def _status_share(spec: StatusShare, facts: Facts) -> Outcome:
-    pool = list(facts.records)
-    where = "all requests"
-    if spec.during is not None:
-        window = facts.windows.get(spec.during, Window(None, None))
-        if window.applied is None:
-            return Outcome(spec.kind, f"status {spec.status}", False, None, None,
-                           "the fault never ran")  # fmt: skip
-        pool = _in(facts.records, window.applied, window.end or window.applied)
-        if window.reverted is not None:
-            pool = _in(facts.records, window.applied, window.reverted)
-        where = f"requests during {spec.during}"
-    share = sum(status_matches(r, spec.status) for r in pool) / len(pool) if pool else 0.0
-    passed = bool(pool)
     bounds = []
     if spec.max_share is not None:
-        passed = passed and share <= spec.max_share
         bounds.append(f"≤ {spec.max_share:.1%}")
     if spec.min_share is not None:
-        passed = passed and share >= spec.min_share
         bounds.append(f"≥ {spec.min_share:.1%}")
-    text = f"{spec.status} share of {where} {' and '.join(bounds)}"
+    where = "all requests" if spec.during is None else f"requests during {spec.during}"
     bound = spec.max_share if spec.max_share is not None else spec.min_share
-    return Outcome(spec.kind, text, passed, share, bound, f"{len(pool)} requests")
+    judge = _Judge(spec, f"{spec.status} share of {where} {' and '.join(bounds)}", bound)
+    pool = list(facts.records)
+    if spec.during is not None:
+        window = facts.window(spec.during)
+        if window.applied is None:
+            return judge.no_data(_requests(0), f"{spec.during} never applied")
+        pool = _in(facts.records, window.applied, window.reverted or window.applied)
+    if not pool:
+        return judge.no_data(_requests(0), "no request to judge")
+    share = sum(status_matches(r, spec.status) for r in pool) / len(pool)
+    met = (spec.max_share is None or share <= spec.max_share) and (
+        spec.min_share is None or share >= spec.min_share
+    )
+    return judge.of(met, share, _requests(len(pool)))
 
 
 _CHECKS: dict[type, Callable[[Any, Facts], Outcome]] = {

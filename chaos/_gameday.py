@@ -28,7 +28,7 @@ from slo import SLO, RequestRecord, SLOFileError, evaluate, load_yaml_document
 from ._errors import HarnessError, ScenarioError
 from ._events import Observer
 from ._report import CSS, atomic_write, load_run
-from ._runner import EXIT_FAILED, EXIT_HARNESS, EXIT_PASSED, Runner, RunResult, RunSettings
+from ._runner import Runner, RunResult, RunSettings
 from ._scenario import (
     Backend,
     BurnRateAbort,
@@ -38,6 +38,7 @@ from ._scenario import (
     load_scenario,
     resolve_slos,
 )
+from ._verdict import EXIT_FAILED, EXIT_HARNESS, EXIT_PASSED, Status
 
 
 class _Strict(BaseModel):
@@ -138,7 +139,9 @@ class StepOutcome:
     index: int
     kind: str
     name: str
-    status: str  # passed | failed | aborted | error | confirmed | not confirmed | done | skipped
+    # a run's Status (passed, failed, invalid, aborted, harness_error), or an operator step's:
+    # confirmed | not confirmed | done | skipped
+    status: str
     detail: str = ""
     notes: str = ""
     run: RunResult | None = None
@@ -153,7 +156,7 @@ class GameDayResult:
 
     @property
     def exit_code(self) -> int:
-        if any(s.status == "error" for s in self.steps):
+        if any(s.status == Status.HARNESS_ERROR for s in self.steps):
             return EXIT_HARNESS
         ok = {"passed", "confirmed", "done"}
         if self.abort or any(s.status not in ok for s in self.steps):
@@ -228,17 +231,17 @@ def run_gameday(
         scenario = loaded.scenarios[index]
         say(f"\n── scenario step: {scenario.scenario.name} ({step.file})")
         run = Runner(scenario, run_settings, observers=observers()).run()
-        status = str(run.verdict["status"])
-        detail = (run.verdict.get("abort") or {}).get("reason") or ""
+        status = run.verdict.status.value
+        detail = run.verdict.abort.reason if run.verdict.abort else ""
         result.steps.append(StepOutcome(index, "scenario", step.name or scenario.scenario.name,
                                         status, detail, run=run))  # fmt: skip
         say(f"   {status.upper()} → {run.report or run.run_dir}")
         # Runs are back to back: their records go end to end on one time axis.
         start = max((r.timestamp for r in records), default=-1.0) + 1.0
         records.extend(dataclasses.replace(r, timestamp=r.timestamp + start) for r in _records(run))
-        if status == "aborted":
+        if status == Status.ABORTED:
             result.abort = f"step {index + 1} aborted: {detail}"
-        elif status == "error":
+        elif status == Status.HARNESS_ERROR:
             result.abort = f"step {index + 1}: harness error"
         else:
             result.abort = _budget_exceeded(gameday, loaded.slos, records)

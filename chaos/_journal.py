@@ -13,7 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import BaseModel
+
 from ._events import EventType, RunEvent
+from ._verdict import Verdict
 
 JOURNAL = "journal.jsonl"
 VERDICT = "verdict.json"
@@ -29,7 +32,7 @@ class Journal:
     def __call__(self, event: RunEvent) -> None:
         if self._file is None:
             return
-        self._file.write(json.dumps(event.as_dict(), default=str) + "\n")
+        self._file.write(json.dumps(event.as_dict(), default=_jsonable) + "\n")
         now = time.monotonic()
         if event.type is not EventType.REQUEST or now - self._flushed >= self._flush_every:
             self._file.flush()
@@ -44,6 +47,15 @@ class Journal:
             self._file = None
 
 
+def _jsonable(value: object) -> object:
+    """Models in event data (the verdict, probe results) are written as their JSON."""
+    if isinstance(value, Verdict):
+        return value.to_json()
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return str(value)
+
+
 def read_journal(run_dir: Path) -> Iterator[dict[str, Any]]:
     """The journal's events; a torn last line (a crash mid-write) is skipped."""
     with (run_dir / JOURNAL).open(encoding="utf-8") as fh:
@@ -54,9 +66,9 @@ def read_journal(run_dir: Path) -> Iterator[dict[str, Any]]:
                 continue
 
 
-def write_verdict(run_dir: Path, verdict: dict[str, Any]) -> Path:
+def write_verdict(run_dir: Path, verdict: Verdict) -> Path:
     path = run_dir / VERDICT
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(verdict, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(verdict.to_json(), indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path

@@ -137,7 +137,12 @@ class LoadGenerator:
         max_lag_p99_s: float = 0.010,
         max_cpu_share: float = 0.9,
         on_record: Callable[[LoadRecord], None] | None = None,
+        origin: float | None = None,
+        first_index: int = 0,
     ) -> None:
+        """``origin``: the monotonic instant that ``schedule`` counts from (default: when
+        :meth:`run` starts), so a second generator can share a run's time axis.
+        ``first_index``: the first request's index (a second generator's come after)."""
         self.url = url.rstrip("/")
         self.schedule = schedule
         self.request = request
@@ -147,6 +152,8 @@ class LoadGenerator:
         self.max_lag_p99_s = max_lag_p99_s
         self.max_cpu_share = max_cpu_share
         self.on_record = on_record
+        self.origin = origin
+        self.first_index = first_index
         # Set when the first request is due: t = 0 of the run, on both clocks, so a runner can
         # schedule faults on the same time axis as the requests.
         self.started = threading.Event()
@@ -165,29 +172,34 @@ class LoadGenerator:
         async with aiohttp.ClientSession(
             self.url, connector=connector, timeout=timeout, auto_decompress=False
         ) as client:
-            started_wall = time.time()
-            start = loop.time()
+            start = loop.time() if self.origin is None else self.origin
+            started_wall = time.time() - (loop.time() - start)
             self.start_monotonic, self.start_wall = start, started_wall
             self.started.set()
-            cpu_start = time.process_time()
+            began, cpu_start = loop.time(), time.process_time()
             for index, offset in enumerate(self.schedule):
                 if stop is not None and stop.is_set():
                     break
                 delay = start + offset - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                record = LoadRecord(index, offset, sent=loop.time() - start)
+                record = LoadRecord(self.first_index + index, offset, sent=loop.time() - start)
                 records.append(record)
                 if len(in_flight) >= self.max_in_flight:
+                    # Never sent, yet a request of the schedule: a record like any other (and
+                    # a bad one), so that SLOs and expectations count it.
                     dropped += 1
                     record.error = "dropped"
+                    record.end = record.sent
+                    if self.on_record is not None:
+                        self.on_record(record)
                     continue
                 task = asyncio.create_task(self._send(client, record, start))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
             if in_flight:
                 await asyncio.gather(*in_flight)
-            wall = max(loop.time() - start, 1e-9)
+            wall = max(loop.time() - began, 1e-9)
             cpu_share = (time.process_time() - cpu_start) / wall
         return LoadResult(records, self._health(records, dropped, cpu_share), started_wall)
 
@@ -215,12 +227,12 @@ class LoadGenerator:
 
     async def _send(self, client: aiohttp.ClientSession, record: LoadRecord, start: float) -> None:
         loop = asyncio.get_running_loop()
-        spec = self.request(record.index)
 
         def now() -> float:
             return loop.time() - start
 
         try:
+            spec = self.request(record.index)
             async with asyncio.timeout(self.timeout_s):
                 if spec.stream:
                     await self._stream(client, spec, record, now)
@@ -231,6 +243,8 @@ class LoadGenerator:
                         self._summary(record, _json(await response.read()))
         except (TimeoutError, aiohttp.ClientError) as exc:
             record.error = _classify(exc)
+        except Exception as exc:  # one request's surprise is its error, not the generator's end
+            record.error = f"client: {type(exc).__name__}: {exc}"[:200]
         record.end = now()
         if self.on_record is not None:
             self.on_record(record)
@@ -249,33 +263,106 @@ class LoadGenerator:
             if response.status != 200:
                 self._summary(record, _json(await response.read()))
                 return
-            event = "message"
-            last_token: float | None = None
+            stream = _StreamReader(record, now, openai=spec.path.endswith("/completions"))
             async for raw in response.content:
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if line.startswith("event:"):
-                    event = line.partition(":")[2].strip()
-                elif line.startswith("data:"):
-                    if event == "token":
-                        at = now()
-                        if last_token is None:
-                            record.first_token = at
-                        else:
-                            record.gaps.append(at - last_token)
-                        last_token = at
-                    elif event == "done":
-                        self._summary(record, _json(line.partition(":")[2].encode()))
-                    elif event == "error":
-                        record.error = "stream"
+                stream.line(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            stream.close()
 
     @staticmethod
     def _summary(record: LoadRecord, data: dict[str, Any] | None) -> None:
+        """Read an answer's summary. A 2xx answer without a readable one is an error
+        (``malformed``): the service said OK but did not say what it served."""
+        ok = record.status is not None and 200 <= record.status < 300
         if not data:
+            if ok:
+                record.error = "malformed"
             return
-        record.model = data.get("model")
-        record.version = data.get("version")
-        record.degraded = bool(data.get("degraded", False))
-        record.tokens = int(data.get("tokens", 0) or 0)
+        model, version = data.get("model"), data.get("version")
+        tokens, degraded = data.get("tokens", 0), data.get("degraded", False)
+        usage = data.get("usage")
+        if "tokens" not in data and isinstance(usage, dict):  # an OpenAI-shaped answer
+            tokens = usage.get("completion_tokens", 0)
+        shaped = (
+            isinstance(model, str | None) and isinstance(version, str | None)
+            and isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0
+            and isinstance(degraded, bool)
+        )  # fmt: skip
+        if not shaped:
+            if ok:
+                record.error = "malformed"
+            return
+        record.model, record.version = model, version
+        record.degraded, record.tokens = degraded, tokens
+
+
+class _StreamReader:
+    """One SSE stream, line by line, in either format the stack speaks: the native one
+    (``event: token`` … ``event: done`` with the summary) or OpenAI's (``data: {chunk}`` …
+    ``data: [DONE]``). Every token's arrival is timed; an error event or chunk, or a stream that
+    ends without its final event, makes the request an error."""
+
+    def __init__(self, record: LoadRecord, now: Callable[[], float], *, openai: bool) -> None:
+        self.record, self.now, self.openai = record, now, openai
+        self.event = "message"
+        self.last_token: float | None = None
+        self.finished = False
+        self.counted = 0
+
+    def _token(self) -> None:
+        at = self.now()
+        if self.last_token is None:
+            self.record.first_token = at
+        else:
+            self.record.gaps.append(at - self.last_token)
+        self.last_token = at
+        self.counted += 1
+
+    def line(self, line: str) -> None:
+        if line.startswith("event:"):
+            self.event = line.partition(":")[2].strip()
+            return
+        if not line.startswith("data:"):
+            if not line:
+                self.event = "message"  # a blank line ends an SSE event
+            return
+        payload = line.partition(":")[2].strip()
+        if self.openai:
+            self._openai(payload)
+        elif self.event == "token":
+            self._token()
+        elif self.event == "done":
+            LoadGenerator._summary(self.record, _json(payload.encode()))
+            self.finished = True
+        elif self.event == "error":
+            self.record.error = "stream"
+
+    def _openai(self, payload: str) -> None:
+        if payload == "[DONE]":
+            self.finished = True
+            return
+        data = _json(payload.encode())
+        if data is None or "error" in data:
+            self.record.error = "stream"
+            return
+        choices = data.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices else {}
+        if not isinstance(choice, dict):
+            self.record.error = "stream"
+            return
+        if choice.get("text"):
+            self._token()
+        if isinstance(data.get("model"), str):
+            self.record.model = data["model"]
+        if isinstance(data.get("degraded"), bool):
+            self.record.degraded = data["degraded"]
+
+    def close(self) -> None:
+        if not self.openai and self.finished and self.record.tokens == 0:
+            self.record.tokens = self.counted
+        if self.openai:
+            self.record.tokens = self.counted
+        if not self.finished and self.record.error is None:
+            self.record.error = "stream_incomplete"
 
 
 def _json(raw: bytes) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ from collections import Counter
 from typing import IO, Any
 
 from ._events import EventType, RunEvent
+from ._verdict import Judgement, Verdict
 
 
 def _t(event: RunEvent) -> str:
@@ -82,32 +83,39 @@ class Progress:
                 self._status = summary
                 self.stream.flush()
 
-    def _verdict(self, verdict: dict[str, Any]) -> None:
+    def _verdict(self, verdict: Verdict) -> None:
         summary = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
         self._line(f"  requests: {summary}")
-        for outcome in verdict["expectations"]:
-            mark = "✓" if outcome["passed"] else "✗"
-            measured = outcome["measured"]
-            value = "—" if measured is None else f"{measured:.4g}"
-            detail = f" ({outcome['detail']})" if outcome["detail"] else ""
-            self._line(f"  {mark} {outcome['description']}: {value}{detail}")
-        for slo in verdict["slos"]:
-            self._line(
-                f"  SLO {slo['name']}: SLI {slo['sli']}, target {slo['target']:g}, "
-                f"{slo['consumed']:.1%} of the run's budget"
+        for outcome in verdict.expectations:
+            mark = {Judgement.MET: "✓", Judgement.NOT_MET: "✗"}.get(outcome.judgement, "∅")
+            value = "—" if outcome.measured is None else f"{outcome.measured:.4g}"
+            detail = f"; {outcome.detail}" if outcome.detail else ""
+            allowed = (
+                " (allowed)" if outcome.judgement is Judgement.NO_DATA and outcome.passed else ""
             )
-        if verdict["time_to_detect_s"] is not None or verdict["time_to_recover_s"] is not None:
-            ttd, ttr = verdict["time_to_detect_s"], verdict["time_to_recover_s"]
+            self._line(
+                f"  {mark} {outcome.description}: {outcome.judgement}{allowed}, {value} "
+                f"({outcome.evidence}{detail})"
+            )
+        for slo in verdict.slos:
+            consumed = (
+                "no events"
+                if slo.run_consumed is None
+                else (f"{slo.run_consumed:.1%} of the run's budget consumed")
+            )
+            self._line(f"  SLO {slo.name}: SLI {slo.sli}, target {slo.target:g}, {consumed}")
+        if verdict.time_to_detect_s is not None or verdict.time_to_recover_s is not None:
+            ttd, ttr = verdict.time_to_detect_s, verdict.time_to_recover_s
             self._line(
                 f"  time to detect {'—' if ttd is None else f'{ttd:.2f}s'}, "
                 f"time to recover {'—' if ttr is None else f'{ttr:.2f}s'}"
             )
-        if not verdict["valid"]:
-            reasons = "; ".join((verdict["generator"] or {}).get("reasons", []))
-            self._line(f"  ! load generator was a bottleneck, results are suspect: {reasons}")
-        for error in verdict["harness_errors"]:
+        if verdict.generator is not None and not verdict.generator.valid:
+            reasons = "; ".join(verdict.generator.reasons)
+            self._line(f"  ! invalid: the load generator was the bottleneck: {reasons}")
+        for error in verdict.harness_errors:
             self._line(f"  ! harness error: {error}")
-        if verdict["abort"]:
-            self._line(f"  ! aborted: {verdict['abort']['reason']}")
-        word = {"passed": "PASSED", "failed": "FAILED", "aborted": "ABORTED", "error": "ERROR"}
-        self._line(f"{word[verdict['status']]} {verdict['scenario']} → {verdict['run_id']}")
+        if verdict.abort:
+            self._line(f"  ! aborted: {verdict.abort.reason}")
+        word = verdict.status.upper().replace("_", " ")
+        self._line(f"{word} {verdict.scenario} → {verdict.run_id}")

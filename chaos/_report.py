@@ -7,11 +7,13 @@ page has no script, no font and no file besides itself: charts are inline SVG (`
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -21,11 +23,20 @@ from slo import SLO, RequestRecord, SLOError, evaluate
 
 from ._charts import Band, Mark, Series, line_chart
 from ._errors import ReportError
+from ._expect import RequestOutcome, classify
 from ._journal import JOURNAL, VERDICT, read_journal
 from ._loadgen import nearest_rank
+from ._verdict import GeneratorReport, Judgement, SLOResult, Verdict, read_verdict
 
 PAGE = "index.html"
 _MAX_BINS = 300  # a long run gets coarser bins, so a page stays small
+_SERVED = (RequestOutcome.OK, RequestOutcome.DEGRADED)
+_LABELS = {
+    RequestOutcome.OK: "succeeded",
+    RequestOutcome.DEGRADED: "degraded",
+    RequestOutcome.SHED: "shed",
+    RequestOutcome.FAILED: "failed",
+}
 
 
 @dataclass
@@ -37,8 +48,9 @@ class RunData:
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     service_events: list[dict[str, Any]] = field(default_factory=list)
     abort: dict[str, Any] | None = None
-    generator: dict[str, Any] | None = None
-    verdict: dict[str, Any] | None = None
+    generator: GeneratorReport | None = None
+    verdict: Verdict | None = None
+    verdict_problem: str | None = None  # a verdict there, but not one this version reads
     duration: float = 0.0
 
     @property
@@ -47,7 +59,7 @@ class RunData:
 
     @property
     def status(self) -> str:
-        return str(self.verdict["status"]) if self.verdict else "incomplete"
+        return self.verdict.status.value if self.verdict else "incomplete"
 
     @property
     def scenario(self) -> str:
@@ -55,8 +67,8 @@ class RunData:
 
     @property
     def wall(self) -> float | None:
-        if self.verdict and self.verdict.get("started_wall"):
-            return float(self.verdict["started_wall"])
+        if self.verdict and self.verdict.started_wall:
+            return self.verdict.started_wall
         value = self.started.get("wall")
         return float(value) if value is not None else None
 
@@ -108,15 +120,13 @@ def load_run(run_dir: Path) -> RunData:
             data.service_events.append(dict(event.get("event") or {}))
         elif kind == "abort":
             data.abort = {"reason": event.get("reason"), "t": event.get("t")}
-        elif kind == "load_finished":
-            data.generator = event.get("generator")
+        elif kind == "load_finished" and event.get("generator"):
+            with contextlib.suppress(ValueError):  # another version's: the verdict has it too
+                data.generator = GeneratorReport.model_validate(event["generator"])
         elif kind == "verdict":
-            data.verdict = event.get("verdict")
+            _take_verdict(data, functools.partial(Verdict.from_json, event.get("verdict")))
     if data.verdict is None and (run_dir / VERDICT).is_file():
-        try:
-            data.verdict = json.loads((run_dir / VERDICT).read_text())
-        except (OSError, ValueError):
-            data.verdict = None
+        _take_verdict(data, functools.partial(read_verdict, run_dir / VERDICT))
     for fault in data.faults.values():  # a burst is never reverted: it ends by itself
         at, end, applied = fault.get("planned_at"), fault.get("planned_end"), fault.get("applied")
         if fault.get("kind") == "burst" and at is not None and end is not None and applied:
@@ -141,15 +151,27 @@ def _bins(data: RunData) -> tuple[float, int]:
     return resolution, math.ceil(span / resolution)
 
 
-def _outcome(r: dict[str, Any]) -> str:
-    if r.get("error"):
-        return "failed"
+@dataclass(frozen=True)
+class _Logged:
+    """A journaled request, as the one request classifier reads it."""
+
+    scheduled: float
+    status: int | None
+    error: str | None
+    degraded: bool
+
+
+def _outcome(r: dict[str, Any]) -> RequestOutcome:
     status = r.get("status")
-    if status == 429:
-        return "shed"
-    if status is not None and 200 <= int(status) < 300:
-        return "degraded" if r.get("degraded") else "succeeded"
-    return "failed"
+    return classify(_Logged(float(r["scheduled"]), None if status is None else int(status),
+                            r.get("error"), bool(r.get("degraded"))))  # fmt: skip
+
+
+def _take_verdict(data: RunData, read: Callable[[], Verdict]) -> None:
+    try:
+        data.verdict, data.verdict_problem = read(), None
+    except ReportError as exc:
+        data.verdict_problem = str(exc)
 
 
 def _by_bin(data: RunData, resolution: float, count: int) -> list[list[dict[str, Any]]]:
@@ -278,24 +300,26 @@ def _charts(data: RunData) -> str:
         "marks": _marks(data),
     }  # fmt: skip
     per_s = 1 / resolution
-    outcomes = ["succeeded", "degraded", "shed", "failed"]
-    counts = {o: [sum(1 for r in b if _outcome(r) == o) * per_s for b in bins] for o in outcomes}
+    outcomes = list(RequestOutcome)
+    counts = {o: [sum(1 for r in b if _outcome(r) is o) * per_s for b in bins] for o in outcomes}
     sent = Series("sent", [len(b) * per_s for b in bins], "s0", dashed=True)
     throughput = [sent] + [
-        Series(o, counts[o], css) for o, css in zip(outcomes, ["s1", "s2", "s4", "s3"], strict=True)
+        Series(_LABELS[o], counts[o], css)
+        for o, css in zip(outcomes, ["s1", "s2", "s4", "s3"], strict=True)
     ]
     out = [line_chart(title="Throughput", unit="req/s", series=throughput, ident="throughput",
                       **common)]  # fmt: skip
+    # Served answers only: a 2 ms 429 is not a latency of the service's answers.
     latency = []
     for q, css in ((50, "s0"), (95, "s2"), (99, "s3")):
         values = []
         for b in bins:
             lat = [float(r["latency_s"]) * 1000 for r in b if r.get("latency_s") is not None
-                   and not r.get("error")]  # fmt: skip
+                   and _outcome(r) in _SERVED]  # fmt: skip
             values.append(_percentile(lat, q))
         latency.append(Series(f"p{q}", values, css))
-    out.append(line_chart(title="Latency (from the scheduled send)", unit="ms", series=latency,
-                          ident="latency", **common))  # fmt: skip
+    out.append(line_chart(title="Latency of served answers (from the scheduled send)", unit="ms",
+                          series=latency, ident="latency", **common))  # fmt: skip
     if any(r.get("ttft_s") is not None for r in data.requests):
         ttft = []
         for q, css in ((50, "s0"), (99, "s3")):
@@ -351,49 +375,64 @@ def _yes(ok: bool) -> str:
     return '<span class="yes">✓</span>' if ok else '<span class="no">✗</span>'
 
 
+def _mark(judgement: Judgement, passed: bool) -> str:
+    if judgement is Judgement.NO_DATA:
+        allowed = " (allowed)" if passed else ""
+        return f'<span class="{"yes" if passed else "no"}">no data{allowed}</span>'
+    return _yes(passed)
+
+
 def _expectations(data: RunData) -> str:
     if not data.verdict:
-        return '<p class="note">The run ended without a verdict: no expectation was judged.</p>'
+        problem = f" ({escape(data.verdict_problem)})" if data.verdict_problem else ""
+        return (
+            f'<p class="note">The run ended without a verdict{problem}: no expectation '
+            "was judged.</p>"
+        )
     rows = [
-        [_yes(bool(e["passed"])), escape(str(e["description"])), _num(e.get("measured"), "{:.4g}"),
-         _num(e.get("bound"), "{:.4g}"), escape(str(e.get("detail") or ""))]
-        for e in data.verdict.get("expectations", [])
+        [_mark(e.judgement, e.passed), escape(e.description), _num(e.measured, "{:.4g}"),
+         _num(e.bound, "{:.4g}"), escape(str(e.evidence)), escape(e.detail)]
+        for e in data.verdict.expectations
     ]  # fmt: skip
-    steady = data.verdict.get("steady_state", {})
-    rows.append([_yes(bool(steady.get("before_ok", True))), "steady state before the run", "",
-                 "", ""])  # fmt: skip
-    rows.append([_yes(bool(steady.get("after_ok", True))), "steady state after the run", "", "",
-                 ""])  # fmt: skip
-    return _table(["", "expectation", "measured", "bound", "detail"], rows, {2, 3})
+    steady = data.verdict.steady_state
+    rows.append([_yes(steady.before_ok), "steady state before the run", "", "", "", ""])
+    rows.append([_yes(steady.after_ok), "steady state after the run", "", "", "", ""])
+    return _table(["", "expectation", "measured", "bound", "judged", "detail"], rows, {2, 3})
+
+
+def _slo_results(data: RunData) -> list[SLOResult]:
+    if data.verdict:
+        return list(data.verdict.slos)
+    # An incomplete run: the SLOs evaluated from what its journal holds, without pricing.
+    records, out = data.records(), []
+    for slo in data.slos():
+        try:
+            ev = evaluate(slo, records, start=0.0, end=data.duration or None)
+        except SLOError:
+            continue
+        out.append(SLOResult.of(ev, None))
+    return out
 
 
 def _slo_table(data: RunData) -> str:
-    slos = data.verdict.get("slos", []) if data.verdict else []
-    if not slos:
-        records = data.records()
-        for slo in data.slos():
-            try:
-                ev = evaluate(slo, records, start=0.0, end=data.duration or None)
-            except SLOError:
-                continue
-            slos.append({**ev.to_dict(), "extrapolation": None})
+    slos = _slo_results(data)
     if not slos:
         return '<p class="muted">No SLO in this scenario.</p>'
     rows = []
     for s in slos:
-        ext = s.get("extrapolation") or {}
+        ext = s.extrapolation
         cost = (
-            f"{_pct(ext.get('consumed'))} ({_num(ext.get('cost_minutes'), '{:.2f}')} of "
-            f"{_num(ext.get('budget_minutes'), '{:.1f}')} min at "
-            f"{_num(ext.get('production_rps'), '{:g}')} req/s)"
-            if ext
+            f"{_pct(ext.consumed)} ({_num(ext.cost_minutes, '{:.2f}')} of "
+            f"{_num(ext.budget_minutes, '{:.1f}')} min at "
+            f"{_num(ext.production_rps, '{:g}')} req/s)"
+            if ext is not None
             else "—"
         )
+        verdict = _yes(s.met) if s.total else '<span class="no">no data</span>'
         rows.append([
-            escape(str(s["name"])), escape(f"{s.get('sli_kind')}, {s.get('budgeting')}"),
-            _num(s.get("target"), "{:.4g}"), _num(s.get("sli"), "{:.4g}"),
-            f"{s.get('bad')} / {s.get('total')}", _pct(s.get("consumed")),
-            _num(s.get("burn_rate"), "{:.2f}×"), cost, _yes(bool(s.get("met"))),
+            escape(s.name), escape(f"{s.sli_kind}, {s.budgeting}"), _num(s.target, "{:.4g}"),
+            _num(s.sli, "{:.4g}"), f"{s.bad} / {s.total}", _pct(s.run_consumed),
+            _num(s.burn_rate, "{:.2f}×"), cost, verdict,
         ])  # fmt: skip
     return _table(
         ["SLO", "SLI", "target", "measured", "bad / total", "run budget consumed", "burn rate",
@@ -403,23 +442,23 @@ def _slo_table(data: RunData) -> str:
 
 
 def _faults_table(data: RunData) -> str:
-    faults = data.verdict.get("faults", []) if data.verdict else []
-    if not faults:
-        faults = [
-            {"name": n, "kind": f.get("kind"), "at": f.get("planned_at"),
-             "applied": f.get("applied"), "reverted": f.get("reverted")}
+    described = {n: f.get("description", "") for n, f in data.faults.items()}
+    if data.verdict and data.verdict.faults:
+        rows = [
+            [escape(f.name), escape(f.kind), escape(str(described.get(f.name, ""))),
+             _seconds(f.at), _seconds(f.applied), _seconds(f.reverted),
+             _seconds(f.time_to_detect_s), _seconds(f.first_failure_s)]
+            for f in data.verdict.faults
+        ]  # fmt: skip
+    else:
+        rows = [
+            [escape(n), escape(str(f.get("kind"))), escape(str(described.get(n, ""))),
+             _seconds(f.get("planned_at")), _seconds(f.get("applied")),
+             _seconds(f.get("reverted")), "—", "—"]
             for n, f in data.faults.items()
         ]  # fmt: skip
-    if not faults:
+    if not rows:
         return '<p class="muted">No fault in this scenario.</p>'
-    described = {n: f.get("description", "") for n, f in data.faults.items()}
-    rows = [
-        [escape(str(f["name"])), escape(str(f.get("kind"))),
-         escape(str(described.get(f["name"], ""))),
-         _seconds(f.get("at")), _seconds(f.get("applied")), _seconds(f.get("reverted")),
-         _seconds(f.get("time_to_detect_s")), _seconds(f.get("first_failure_s"))]
-        for f in faults
-    ]  # fmt: skip
     return _table(
         ["fault", "kind", "what", "planned", "applied", "reverted", "detected after",
          "first failure after"],
@@ -436,19 +475,19 @@ def _events_table(data: RunData) -> str:
 
 
 def _generator(data: RunData) -> str:
-    g = data.generator or (data.verdict or {}).get("generator")
-    if not g:
+    g = data.generator or (data.verdict.generator if data.verdict else None)
+    if g is None:
         return '<p class="muted">The load generator did not report (the run ended early).</p>'
     warning = ""
-    if g.get("reasons"):
+    if g.reasons:
         warning = (
             '<p class="note"><b>Invalid run</b>: the load generator, not the target, was the '
-            "bottleneck: " + escape("; ".join(g["reasons"])) + "</p>"
+            "bottleneck: " + escape("; ".join(g.reasons)) + "</p>"
         )
     rows = [[
-        str(g.get("scheduled")), str(g.get("started")), str(g.get("late")), str(g.get("dropped")),
-        _num(g.get("lag_p50_ms"), "{:.2f} ms"), _num(g.get("lag_p99_ms"), "{:.2f} ms"),
-        _num(g.get("lag_max_ms"), "{:.1f} ms"), _pct(g.get("cpu_share")),
+        str(g.scheduled), str(g.started), str(g.late), str(g.dropped),
+        _num(g.lag_p50_ms, "{:.2f} ms"), _num(g.lag_p99_ms, "{:.2f} ms"),
+        _num(g.lag_max_ms, "{:.1f} ms"), _pct(g.cpu_share),
     ]]  # fmt: skip
     return warning + _table(
         ["scheduled", "sent", "late", "dropped", "lag p50", "lag p99", "lag max", "CPU of a core"],
@@ -472,20 +511,19 @@ def _environment(data: RunData) -> str:
 
 
 def render_page(data: RunData) -> str:
-    v = data.verdict or {}
-    requests = v.get("requests") or {
-        "total": len(data.requests),
-        "ok": sum(1 for r in data.requests if _outcome(r) == "succeeded"),
-    }
+    v = data.verdict
+    outcomes = [_outcome(r) for r in data.requests]
+    worst = max((s.run_consumed for s in _slo_results(data) if s.run_consumed is not None),
+                default=None)  # fmt: skip
     tiles = [
-        ("requests", f"{requests.get('total')}"),
-        ("answered by the model asked", f"{requests.get('ok')}"),
-        ("time to detect", _seconds(v.get("time_to_detect_s"))),
-        ("time to recover", _seconds(v.get("time_to_recover_s"))),
-        (
-            "worst budget consumed",
-            _pct(max((s["consumed"] for s in v.get("slos", [])), default=None)),
-        ),
+        ("requests", f"{len(data.requests)}"),
+        ("answered by the model asked", f"{outcomes.count(RequestOutcome.OK)}"),
+        ("answered by the fallback", f"{outcomes.count(RequestOutcome.DEGRADED)}"),
+        ("shed (429)", f"{outcomes.count(RequestOutcome.SHED)}"),
+        ("failed", f"{outcomes.count(RequestOutcome.FAILED)}"),
+        ("time to detect", _seconds(v.time_to_detect_s if v else None)),
+        ("time to recover", _seconds(v.time_to_recover_s if v else None)),
+        ("worst run budget consumed", _pct(worst)),
     ]
     notes = []
     if not data.complete:
@@ -496,10 +534,10 @@ def render_page(data: RunData) -> str:
     if data.abort:
         notes.append(f'<p class="note"><b>Aborted</b> at {_seconds(data.abort.get("t"))}: '
                      f"{escape(str(data.abort.get('reason')))}</p>")  # fmt: skip
-    for error in v.get("harness_errors", []):
-        notes.append(f'<p class="note"><b>Harness error</b>: {escape(str(error))}</p>')
+    for error in v.harness_errors if v else []:
+        notes.append(f'<p class="note"><b>Harness error</b>: {escape(error)}</p>')
     title = f"{data.scenario} — {data.status}"
-    description = escape(str(v.get("description") or ""))
+    description = escape(v.description if v else "")
     badge = f'<span class="badge {escape(data.status)}">{escape(data.status)}</span>'
     version = escape(str(data.started.get("environment", {}).get("ichaos", "")))
     tile_html = "".join(f'<div class="tile">{escape(k)}<b>{val}</b></div>' for k, val in tiles)
@@ -549,10 +587,10 @@ def _headline(run_dir: Path) -> RunData:
     whole journal (every request of every run) each time a run ends. A run without a verdict
     file (a crashed one, or copied without it) is read in full."""
     try:
-        verdict = json.loads((run_dir / VERDICT).read_text())
+        verdict = read_verdict(run_dir / VERDICT)
         with (run_dir / JOURNAL).open(encoding="utf-8") as fh:
             started = json.loads(fh.readline())
-    except (OSError, ValueError):
+    except (OSError, ValueError, ReportError):
         return load_run(run_dir)
     if started.get("type") != "run_started":
         return load_run(run_dir)
@@ -570,17 +608,20 @@ def render_index(report_dir: Path) -> Path:
     runs.sort(key=lambda r: (r.wall or 0.0, r.run_dir.name), reverse=True)
     rows = []
     for run in runs:
-        v = run.verdict or {}
-        consumed = max((s["consumed"] for s in v.get("slos", [])), default=None)
+        v = run.verdict
+        consumed = max(
+            (s.run_consumed for s in (v.slos if v else []) if s.run_consumed is not None),
+            default=None,
+        )
         link = f'<a href="{escape(run.run_dir.name)}/{PAGE}">{escape(run.run_dir.name)}</a>'
         rows.append([
             escape(run.scenario), escape(_when(run.wall)),
             f'<span class="badge {escape(run.status)}">{escape(run.status)}</span>',
-            _pct(consumed), _seconds(v.get("time_to_recover_s")), link,
+            _pct(consumed), _seconds(v.time_to_recover_s if v else None), link,
         ])  # fmt: skip
     table = (
         _table(
-            ["scenario", "date", "verdict", "budget consumed", "time to recover", "run"],
+            ["scenario", "date", "verdict", "run budget consumed", "time to recover", "run"],
             rows,
             {3, 4},
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import datetime as dt
 import platform
 import random
@@ -27,12 +26,21 @@ from typing import Any
 
 import httpx
 
-from slo import SLO, Evaluation, SLOError, evaluate
+from slo import SLO, Evaluation, evaluate
 
 from ._backend import LocalTarget, Target, UrlTarget
-from ._errors import HarnessError, InjectionError, ReportError, RevertError
+from ._errors import HarnessError, InjectionError, ReportError, RevertError, WaitTimeout
 from ._events import EventBus, EventType, Observer, RunEvent
-from ._expect import Facts, Outcome, Window, check, first_failure, time_to_detect, time_to_recover
+from ._expect import (
+    Facts,
+    RequestOutcome,
+    Window,
+    check,
+    classify,
+    first_failure,
+    time_to_detect,
+    time_to_recover,
+)
 from ._faults import build_injector
 from ._injectors import Injector
 from ._journal import Journal, write_verdict
@@ -53,9 +61,21 @@ from ._scenario import (
     SliProbe,
 )
 from ._shapes import Constant, schedule
+from ._verdict import (
+    Abort,
+    FaultResult,
+    GeneratorReport,
+    Outcome,
+    ProbeResult,
+    RequestCounts,
+    SLOResult,
+    Status,
+    SteadyState,
+    Verdict,
+)
 from ._version import __version__
+from ._wait import wait_until
 
-EXIT_PASSED, EXIT_FAILED, EXIT_INVALID, EXIT_HARNESS = 0, 1, 2, 3
 _TICK = 0.25  # how often abort conditions and the gateway's events are looked at
 
 
@@ -77,16 +97,16 @@ class RunSettings:
 @dataclass
 class RunResult:
     run_dir: Path
-    verdict: dict[str, Any]
+    verdict: Verdict
     report: Path | None = None  # the run's HTML page
 
     @property
     def passed(self) -> bool:
-        return bool(self.verdict["passed"])
+        return self.verdict.passed
 
     @property
     def exit_code(self) -> int:
-        return int(self.verdict["exit_code"])
+        return self.verdict.exit_code
 
 
 TargetFactory = Callable[[LoadedScenario, RunSettings, Path], Target]
@@ -122,11 +142,11 @@ class _State:
     events: list[dict[str, Any]] = field(default_factory=list)
     windows: dict[str, Window] = field(default_factory=dict)
     applied: list[_Applied] = field(default_factory=list)
-    probes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    probes: dict[str, list[ProbeResult]] = field(default_factory=dict)
     probe_streak: Counter[str] = field(default_factory=Counter)
-    abort: dict[str, Any] | None = None
+    abort: Abort | None = None
     errors: list[str] = field(default_factory=list)
-    health: dict[str, Any] | None = None
+    health: GeneratorReport | None = None
     t0: float | None = None
     t0_wall: float | None = None
     last_seq: int = 0
@@ -155,6 +175,7 @@ class Runner:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.state = _State()
+        self._next_index = 0
         self.slos: dict[str, SLO] = {s.name: s for s in loaded.slos}
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.run_id = self.settings.run_id or f"{stamp}-{self.scenario.name}"
@@ -209,7 +230,7 @@ class Runner:
             except InjectionError as exc:
                 self.state.errors.append(str(exc))
             except Interrupted as exc:
-                self.state.abort = {"reason": str(exc), "t": self.now()}
+                self.state.abort = Abort(reason=str(exc), t=self.now(), rule="signal")
                 self.emit(EventType.ABORT, reason=str(exc))
             except HarnessError as exc:
                 self.state.errors.append(str(exc))
@@ -233,7 +254,7 @@ class Runner:
             self.emit(EventType.MESSAGE, text=f"report: {report}")
         except (ReportError, OSError) as exc:
             self.emit(EventType.MESSAGE, text=f"! the HTML report could not be written: {exc}")
-        self.emit(EventType.RUN_FINISHED, passed=verdict["passed"], exit_code=verdict["exit_code"])
+        self.emit(EventType.RUN_FINISHED, passed=verdict.passed, exit_code=verdict.exit_code)
         return RunResult(self.run_dir, verdict, report)
 
     def _experiment(self, target: Target) -> None:
@@ -245,34 +266,41 @@ class Runner:
         self.state.ran_load = True
         load = self.scenario.load
         times = schedule(load.to_shape(), load.duration, arrivals=load.arrivals, seed=self.seed)
+        self._next_index = len(times)  # bursts number their requests after the main load's
         generator = LoadGenerator(
-            target.url, times, self._requests(), timeout_s=load.timeout,
-            on_record=self._on_record,
+            target.url, times, self._requests(), on_record=self._on_record,
+            timeout_s=load.timeout, max_lag_p99_s=load.max_lag, max_cpu_share=load.max_cpu,
         )  # fmt: skip
-        result: dict[str, LoadResult] = {}
-        stop = _ThreadStop()
-        thread = threading.Thread(
-            target=lambda: result.update(main=asyncio.run(_drive(generator, stop))),
-            name="load", daemon=True,
-        )  # fmt: skip
-        thread.start()
-        if not generator.started.wait(30):
-            raise HarnessError("the load generator did not start")
+        main = _LoadThread("load", generator)
+        main.start()
+        try:
+            wait_until(lambda: generator.started.is_set() or not main.is_alive(), timeout=30,
+                       message="the load generator's start", stop=self._stop)  # fmt: skip
+        except WaitTimeout as exc:
+            raise HarnessError(f"the load generator did not start: {exc}") from exc
+        if not generator.started.is_set():
+            raise HarnessError(f"the load generator did not start{main.failure_text()}")
         self.state.t0, self.state.t0_wall = generator.start_monotonic, generator.start_wall
         self.emit(EventType.LOAD_STARTED, t=0.0, scheduled=len(times), duration=load.duration)
-        bursts: list[tuple[threading.Thread, dict[str, LoadResult], float]] = []
+        bursts: list[_LoadThread] = []
         try:
-            self._timeline(target, thread, bursts)
+            self._timeline(target, main, bursts)
         finally:
-            stop.set()
-            thread.join()
-            for burst, _, _ in bursts:
-                burst.join()
-        health = result["main"].health if "main" in result else None
-        if health is not None:
-            self.state.health = {**health.__dict__, "valid": health.valid}
-            self.state.health["reasons"] = list(health.reasons)
-        self.emit(EventType.LOAD_FINISHED, generator=self.state.health)
+            for thread in (main, *bursts):
+                thread.stop.set()
+            for thread in (main, *bursts):
+                thread.join()
+        # The load's truth is the run's: a generator that died measured nothing whole, and one
+        # that could not keep its schedule measured itself.
+        for thread in (main, *bursts):
+            if thread.error is not None:
+                self.state.errors.append(f"the {thread.name} generator failed: {thread.error}")
+        if main.result is not None:
+            self.state.health = _health(main.result, [b.result for b in bursts if b.result])
+        self.emit(
+            EventType.LOAD_FINISHED,
+            generator=None if self.state.health is None else self.state.health.model_dump(),
+        )
         self._revert_all()
         self._collect_events(target)
         if self.state.abort is None:
@@ -280,12 +308,7 @@ class Runner:
                 target, Phase.AFTER, settle=self.settings.settle
             )
 
-    def _timeline(
-        self,
-        target: Target,
-        load: threading.Thread,
-        bursts: list[tuple[threading.Thread, dict[str, LoadResult], float]],
-    ) -> None:
+    def _timeline(self, target: Target, load: _LoadThread, bursts: list[_LoadThread]) -> None:
         rng = random.Random(self.seed)
         names = self.scenario.fault_names()
         actions: list[tuple[float, int, str, FaultSpec]] = []
@@ -297,9 +320,14 @@ class Runner:
         probes = [p for p in self.scenario.steady_state.probes if Phase.DURING in p.when]
         interval = self.scenario.steady_state.interval
         next_probe = 0.0
-        pending: dict[str, concurrent.futures.Future[dict[str, Any]]] = {}
+        pending: dict[str, concurrent.futures.Future[ProbeResult]] = {}
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-            while load.is_alive() and self.state.abort is None:
+            # Until the load's duration is over, not only while requests are out: a fault due
+            # after the last arrival still applies (and is judged) rather than silently not.
+            end = self.scenario.load.duration
+            while self.state.abort is None and (
+                load.is_alive() or any(b.is_alive() for b in bursts) or (self.now() or 0.0) < end
+            ):
                 now = self.now() or 0.0
                 while actions and actions[0][0] <= now:
                     _, kind, name, fault = actions.pop(0)
@@ -330,7 +358,7 @@ class Runner:
         name: str,
         fault: FaultSpec,
         rng: random.Random,
-        bursts: list[tuple[threading.Thread, dict[str, LoadResult], float]],
+        bursts: list[_LoadThread],
     ) -> None:
         if isinstance(fault, BurstFault):
             bursts.append(self._burst(target, name, fault))
@@ -370,37 +398,30 @@ class Runner:
         for entry in reversed(list(self.state.applied)):
             self._revert(entry.name)
 
-    def _burst(
-        self, target: Target, name: str, fault: BurstFault
-    ) -> tuple[threading.Thread, dict[str, LoadResult], float]:
+    def _burst(self, target: Target, name: str, fault: BurstFault) -> _LoadThread:
+        """A second generator on the run's time axis: its schedule starts now, its records
+        are shifted onto t = 0 of the run, the abort stops it, and its health counts."""
+        assert self.state.t0 is not None
         start = self.now() or 0.0
-        times = schedule(Constant(fault.rate), fault.duration, seed=self.seed + 1)
-        offset = start
-
-        def shifted(record: LoadRecord) -> None:
-            record.scheduled += offset
-            record.sent += offset
-            for attr in ("first_byte", "first_token", "end"):
-                value = getattr(record, attr)
-                if value is not None:
-                    setattr(record, attr, value + offset)
-            self._on_record(record)
-
-        generator = LoadGenerator(
-            target.url, times, self._requests(salt=1), timeout_s=self.scenario.load.timeout,
-            on_record=shifted,
+        times = schedule(
+            Constant(fault.rate), fault.duration, arrivals=self.scenario.load.arrivals,
+            seed=self.seed + 1,
         )  # fmt: skip
-        result: dict[str, LoadResult] = {}
-        thread = threading.Thread(
-            target=lambda: result.update(burst=asyncio.run(generator.run())), daemon=True
-        )
+        load = self.scenario.load
+        generator = LoadGenerator(
+            target.url, [start + t for t in times], self._requests(salt=1),
+            on_record=self._on_record, origin=self.state.t0, first_index=self._next_index,
+            timeout_s=load.timeout, max_lag_p99_s=load.max_lag, max_cpu_share=load.max_cpu,
+        )  # fmt: skip
+        self._next_index += len(times)
+        thread = _LoadThread(f"burst {name}", generator)
         thread.start()
         self.state.windows[name] = Window(start, start + fault.duration)
         self.emit(EventType.BURST, fault=name, rate=fault.rate, duration=fault.duration)
         self.emit(EventType.FAULT_APPLIED, fault=name, kind="burst",
                   description=f"burst of {fault.rate:g}/s for {fault.duration:g}s",
                   planned_at=fault.at, planned_end=fault.end)  # fmt: skip
-        return thread, result, start
+        return thread
 
     # -- requests --------------------------------------------------------------------------
 
@@ -439,32 +460,32 @@ class Runner:
 
     # -- steady state and abort ------------------------------------------------------------
 
-    def _probe(self, target: Target, probe: ProbeSpec) -> dict[str, Any]:
+    def _probe(self, target: Target, probe: ProbeSpec) -> ProbeResult:
         if isinstance(probe, SliProbe):
             return self._sli_probe(probe)
         return _http_probe(target, probe)
 
-    def _sli_probe(self, probe: SliProbe) -> dict[str, Any]:
+    def _sli_probe(self, probe: SliProbe) -> ProbeResult:
         slo = self.slos[probe.slo]
         now = self.now()
         with self._lock:
             records = list(self.state.records)
         if now is None:
-            return {"probe": probe.name, "ok": True, "detail": "no load yet"}
+            return ProbeResult(probe=probe.name, ok=True, detail="no load yet")
         recent = [r.to_slo() for r in records if r.scheduled >= now - probe.window]
         if not recent:
-            return {"probe": probe.name, "ok": True, "detail": "no requests in the window"}
+            return ProbeResult(probe=probe.name, ok=True, detail="no requests in the window")
         ev = evaluate(slo, recent)
         floor = probe.min if probe.min is not None else slo.target
         ok = ev.sli is None or ev.sli >= floor
         detail = f"{slo.name} SLI over {probe.window:g}s: {ev.sli} ({ev.total} events)"
-        return {"probe": probe.name, "ok": ok, "value": ev.sli, "bound": floor, "detail": detail}
+        return ProbeResult(probe=probe.name, ok=ok, value=ev.sli, bound=floor, detail=detail)
 
-    def _record_probe(self, phase: Phase, result: dict[str, Any]) -> None:
+    def _record_probe(self, phase: Phase, result: ProbeResult) -> None:
         self.state.probes.setdefault(phase.value, []).append(result)
-        name = str(result["probe"])
-        self.state.probe_streak[name] = 0 if result["ok"] else self.state.probe_streak[name] + 1
-        self.emit(EventType.PROBE, phase=phase.value, **result)
+        name = result.probe
+        self.state.probe_streak[name] = 0 if result.ok else self.state.probe_streak[name] + 1
+        self.emit(EventType.PROBE, phase=phase.value, **result.model_dump())
 
     def _probe_phase(self, target: Target, phase: Phase, *, settle: float) -> bool:
         """Probes of a phase; each may take up to ``settle`` seconds to pass."""
@@ -475,11 +496,11 @@ class Runner:
             deadline = time.monotonic() + settle
             while True:
                 result = self._probe(target, probe)
-                if result["ok"] or time.monotonic() >= deadline or isinstance(probe, SliProbe):
+                if result.ok or time.monotonic() >= deadline or isinstance(probe, SliProbe):
                     break
                 self._stop.wait(0.5)  # a retry interval: the condition itself is the probe
             self._record_probe(phase, result)
-            ok = ok and bool(result["ok"])
+            ok = ok and result.ok
         return ok
 
     def _check_abort(self) -> None:
@@ -497,9 +518,7 @@ class Runner:
                 if len(recent) < rule.min_requests:
                     continue
                 if isinstance(rule, ErrorRatioAbort):
-                    failed = sum(
-                        1 for r in recent if r.error or r.status is None or r.status >= 500
-                    )
+                    failed = sum(1 for r in recent if classify(r) is RequestOutcome.FAILED)
                     ratio = failed / len(recent)
                     if ratio > rule.above:
                         reason = (
@@ -514,7 +533,7 @@ class Runner:
                             f"{rule.window:g}s > {rule.above:g}×"
                         )
             if reason is not None:
-                self.state.abort = {"reason": reason, "t": now, "rule": rule.kind}
+                self.state.abort = Abort(reason=reason, t=now, rule=rule.kind)
                 self.emit(EventType.ABORT, reason=reason)
                 self._stop.set()
                 return
@@ -541,7 +560,7 @@ class Runner:
 
     # -- judgement -------------------------------------------------------------------------
 
-    def _verdict(self) -> dict[str, Any]:
+    def _verdict(self) -> Verdict:
         st = self.state
         load_end = self.scenario.load.duration
         records = sorted(st.records, key=lambda r: r.scheduled)
@@ -553,85 +572,75 @@ class Runner:
                 for name, slo in self.slos.items()
             }
         outcomes: list[Outcome] = []
-        if (st.ran_load and evaluations) or not self.slos:
+        if st.ran_load and records:
             facts = Facts(records, st.windows, st.events, evaluations, load_end)
-            if records:
-                outcomes = [check(spec, facts) for spec in self.scenario.expect]
+            outcomes = [check(spec, facts) for spec in self.scenario.expect]
         faults = []
         for name, spec in zip(self.scenario.fault_names(), self.scenario.faults, strict=True):
             window = st.windows.get(name, Window(None, None))
             applied = window.applied
-            faults.append({
-                "name": name, "kind": spec.kind, "at": spec.at, "planned_end": spec.end,
-                "applied": applied, "reverted": window.reverted,
-                "time_to_detect_s": None if applied is None else time_to_detect(st.events, applied),
-                "first_failure_s": None if applied is None else first_failure(records, applied),
-            })  # fmt: skip
+            faults.append(FaultResult(
+                name=name, kind=spec.kind, at=spec.at, planned_end=spec.end,
+                applied=applied, reverted=window.reverted,
+                time_to_detect_s=None if applied is None else time_to_detect(st.events, applied),
+                first_failure_s=None if applied is None else first_failure(records, applied),
+            ))  # fmt: skip
+        errors = list(st.errors)
+        if st.ran_load and st.abort is None and not errors:
+            # A fault the scenario planned and the run never applied was not tested: the run
+            # cannot pass on the strength of the faults it did apply.
+            errors += [
+                f"fault {f.name} (planned at {f.at:g}s) never applied" for f in faults
+                if f.applied is None
+            ]  # fmt: skip
         ends = [w.end for w in st.windows.values() if w.end is not None]
         ttr = time_to_recover(records, max(ends), load_end, 2.0) if ends and records else None
-        detects: list[float] = []
-        detects += [d for f in faults if isinstance(d := f["time_to_detect_s"], float)]
-        expectations_ok = all(o.passed for o in outcomes) and (
-            len(outcomes) == len(self.scenario.expect)
+        detects = [f.time_to_detect_s for f in faults if f.time_to_detect_s is not None]
+        expectations_ok = len(outcomes) == len(self.scenario.expect) and all(
+            o.passed for o in outcomes
         )
-        if st.errors:
-            status, code = "error", EXIT_HARNESS
+        if errors:
+            status = Status.HARNESS_ERROR
         elif st.abort is not None:
-            status, code = "aborted", EXIT_FAILED
+            status = Status.ABORTED
+        elif st.health is not None and not st.health.valid:
+            status = Status.INVALID
         elif not (st.before_ok and st.after_ok and expectations_ok):
-            status, code = "failed", EXIT_FAILED
+            status = Status.FAILED
         else:
-            status, code = "passed", EXIT_PASSED
-        statuses = Counter(
-            "error" if r.error else str(r.status) for r in records
-        )  # fmt: skip
-        return {
-            "run_id": self.run_id,
-            "scenario": self.scenario.name,
-            "description": self.scenario.description,
-            "file": str(self.loaded.path),
-            "status": status,
-            "passed": status == "passed",
-            "exit_code": code,
-            "seed": self.seed,
-            "backend": (self.settings.backend or self.scenario.backend).value,
-            "started_wall": st.t0_wall,
-            "duration_s": load_end,
-            "abort": st.abort,
-            "harness_errors": st.errors,
-            "steady_state": {
-                "before_ok": st.before_ok,
-                "after_ok": st.after_ok,
-                "results": st.probes,
-            },
-            "expectations": [o.as_dict() for o in outcomes],
-            "slos": [
-                {**ev.to_dict(), "extrapolation": _extrapolate(ev, self.settings.production_rps)}
-                for ev in evaluations.values()
-            ],
-            "faults": faults,
-            "time_to_detect_s": min(detects) if detects else None,
-            "time_to_recover_s": ttr,
-            "requests": {
-                "total": len(records),
-                "ok": sum(1 for r in records if r.error is None and r.status == 200),
-                "degraded": sum(1 for r in records if r.degraded),
-                "shed": statuses.get("429", 0),
-                "by_status": dict(sorted(statuses.items())),
-            },
-            "generator": st.health,
-            "valid": st.health is None or bool(st.health.get("valid")),
-            "service_events": dict(Counter(str(e.get("kind")) for e in st.events)),
-        }
-
-
-def _extrapolate(ev: Evaluation, production_rps: float) -> dict[str, Any] | None:
-    try:
-        cost = ev.extrapolate(production_rps)
-    except SLOError:  # nothing to price (no events)
-        return None
-    return {**dataclasses.asdict(cost), "production_rps": production_rps,
-            "budget_minutes": cost.budget_minutes, "cost_minutes": cost.cost_minutes}  # fmt: skip
+            status = Status.PASSED
+        outcome_counts = Counter(classify(r) for r in records)
+        statuses = Counter("error" if r.error else str(r.status) for r in records)
+        return Verdict(
+            run_id=self.run_id,
+            scenario=self.scenario.name,
+            description=self.scenario.description,
+            file=str(self.loaded.path),
+            status=status,
+            seed=self.seed,
+            backend=(self.settings.backend or self.scenario.backend).value,
+            started_wall=st.t0_wall,
+            duration_s=load_end,
+            abort=st.abort,
+            harness_errors=errors,
+            steady_state=SteadyState(
+                before_ok=st.before_ok, after_ok=st.after_ok, results=st.probes
+            ),
+            expectations=outcomes,
+            slos=[SLOResult.of(ev, self.settings.production_rps) for ev in evaluations.values()],
+            faults=faults,
+            time_to_detect_s=min(detects) if detects else None,
+            time_to_recover_s=ttr,
+            requests=RequestCounts(
+                total=len(records),
+                ok=outcome_counts[RequestOutcome.OK],
+                degraded=outcome_counts[RequestOutcome.DEGRADED],
+                shed=outcome_counts[RequestOutcome.SHED],
+                by_status=dict(sorted(statuses.items())),
+            ),
+            generator=st.health,
+            service_events=dict(Counter(str(e.get("kind")) for e in st.events)),
+        )
 
 
 class _ThreadStop:
@@ -660,7 +669,46 @@ async def _drive(generator: LoadGenerator, stop: _ThreadStop) -> LoadResult:
     return await generator.run(stop.bind())
 
 
-def _http_probe(target: Target, probe: HttpProbe) -> dict[str, Any]:
+class _LoadThread(threading.Thread):
+    """One load generator on an event loop of its own: what it returned, or why it failed."""
+
+    def __init__(self, name: str, generator: LoadGenerator) -> None:
+        super().__init__(name=name, daemon=True)
+        self.generator = generator
+        self.stop = _ThreadStop()
+        self.result: LoadResult | None = None
+        self.error: str | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = asyncio.run(_drive(self.generator, self.stop))
+        except Exception as exc:  # the run judges it: a dead generator is a harness error
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def failure_text(self) -> str:
+        return f": {self.error}" if self.error else ""
+
+
+def _health(main: LoadResult, bursts: list[LoadResult]) -> GeneratorReport:
+    """The main generator's health, with every burst's reasons: a burst that could not keep
+    its schedule makes the run as invalid as the main load would."""
+    h = main.health
+    reasons = list(h.reasons)
+    for burst in bursts:
+        reasons += [f"burst: {reason}" for reason in burst.health.reasons]
+    return GeneratorReport(
+        scheduled=h.scheduled + sum(b.health.scheduled for b in bursts),
+        started=h.started + sum(b.health.started for b in bursts),
+        late=h.late + sum(b.health.late for b in bursts),
+        dropped=h.dropped + sum(b.health.dropped for b in bursts),
+        lag_p50_ms=h.lag_p50_ms,
+        lag_p99_ms=max([h.lag_p99_ms, *(b.health.lag_p99_ms for b in bursts)]),
+        lag_max_ms=max([h.lag_max_ms, *(b.health.lag_max_ms for b in bursts)]),
+        cpu_share=h.cpu_share, reasons=reasons, valid=not reasons,
+    )  # fmt: skip
+
+
+def _http_probe(target: Target, probe: HttpProbe) -> ProbeResult:
     headers = target.headers() if probe.admin else {}
     try:
         response = httpx.request(
@@ -668,7 +716,7 @@ def _http_probe(target: Target, probe: HttpProbe) -> dict[str, Any]:
             timeout=probe.timeout,
         )  # fmt: skip
     except httpx.HTTPError as exc:
-        return {"probe": probe.name, "ok": False, "detail": f"{type(exc).__name__}: {exc}"}
+        return ProbeResult(probe=probe.name, ok=False, detail=f"{type(exc).__name__}: {exc}")
     problems = []
     if response.status_code != probe.status:
         problems.append(f"HTTP {response.status_code}, expected {probe.status}")
@@ -690,7 +738,7 @@ def _http_probe(target: Target, probe: HttpProbe) -> dict[str, Any]:
             if check_.at_most is not None and (number is None or number > check_.at_most):
                 problems.append(f"{check_.field} = {value!r}, expected ≤ {check_.at_most:g}")
     detail = "; ".join(problems) or f"HTTP {response.status_code}"
-    return {"probe": probe.name, "ok": not problems, "detail": detail}
+    return ProbeResult(probe=probe.name, ok=not problems, detail=detail)
 
 
 def _dig(data: Any, dotted: str) -> Any:

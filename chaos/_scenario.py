@@ -152,6 +152,18 @@ class Load(_Strict):
     users: int = Field(default=200, ge=1, description="distinct users drawn from")
     endpoint: Endpoint = Endpoint.GENERATE
     timeout: Duration = Field(default=10.0, gt=0)
+    max_lag: Duration = Field(
+        default=0.050,
+        gt=0,
+        description="the run is invalid when the generator's schedule lag p99 exceeds this "
+        "(lag adds to every measured latency; 50 ms is a tenth of a 500 ms bound)",
+    )
+    max_cpu: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="the run is invalid when the generator used more than this share of a core",
+    )
 
     def to_shape(self) -> Shape:
         shape = self.shape
@@ -456,18 +468,32 @@ SLOEntry = Annotated[
 ]
 
 
-class SLOMet(_Strict):
+class _Expectation(_Strict):
+    allow_no_data: bool = Field(
+        default=False,
+        description="pass when there was nothing to judge (no requests, events or windows); "
+        "by default `no data` fails",
+    )
+
+
+class SLOMet(_Expectation):
+    """The SLO's SLI reached its target over the run."""
+
     kind: Literal["slo_met"]
     slo: str
 
 
-class BudgetCeiling(_Strict):
+class BudgetCeiling(_Expectation):
     kind: Literal["budget"]
     slo: str
-    max_consumed: float = Field(ge=0, description="share of the run's error budget, 0.5 = 50%")
+    max_consumed: float = Field(
+        ge=0,
+        description="the run's budget consumed at most this: bad events / (budget × events) "
+        "over the run, 0.5 = 50%",
+    )
 
 
-class Recovery(_Strict):
+class Recovery(_Expectation):
     """After the last fault is reverted, requests succeed (2xx, not degraded) again within T."""
 
     kind: Literal["recovery"]
@@ -475,7 +501,7 @@ class Recovery(_Strict):
     window: Duration = Field(default=2.0, gt=0, description="successes in a row this long")
 
 
-class FallbackShare(_Strict):
+class FallbackShare(_Expectation):
     kind: Literal["fallback"]
     during: str = Field(description="the name of a fault with a duration")
     min_share: float = Field(ge=0, le=1, description="of the requests answered in the window")
@@ -484,13 +510,13 @@ class FallbackShare(_Strict):
     )
 
 
-class CanaryRollback(_Strict):
+class CanaryRollback(_Expectation):
     kind: Literal["canary_rollback"]
     within: Duration = Field(gt=0)
     after: str | None = Field(default=None, description="a fault name; default the load start")
 
 
-class EventExpectation(_Strict):
+class EventExpectation(_Expectation):
     kind: Literal["event"]
     event: str = Field(description="a gateway/supervisor event kind, e.g. worker_restarted")
     present: bool = True
@@ -498,7 +524,7 @@ class EventExpectation(_Strict):
     details: dict[str, Any] = Field(default_factory=dict, description="fields the event must have")
 
 
-class StatusShare(_Strict):
+class StatusShare(_Expectation):
     """At most (or at least) a share of all requests got a status class (``2xx``, ``429``...)."""
 
     kind: Literal["status"]

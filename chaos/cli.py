@@ -194,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
         result = Runner(loaded, settings, observers=observers).run()
         verdict = result.verdict
         where = result.report or result.run_dir
-        lines.append(f"{verdict['status'].upper():8} {verdict['scenario']:24} {where}")
+        lines.append(f"{verdict.status.upper():8} {verdict.scenario:24} {where}")
         if args.quiet:
             print(lines[-1], flush=True)
         worst = max(worst, result.exit_code)

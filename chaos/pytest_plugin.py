@@ -136,21 +136,25 @@ class ScenarioItem(pytest.Item):
 def summary(result: RunResult) -> str:
     """What a reader of a failed CI job needs: the verdict, what was not met, where to look."""
     v = result.verdict
-    lines = [f"{v['scenario']}: {v['status'].upper()} (exit code {v['exit_code']})"]
-    if v.get("abort"):
-        lines.append(f"  aborted: {v['abort']['reason']}")
-    for error in v.get("harness_errors", []):
+    lines = [f"{v.scenario}: {v.status.upper()} (exit code {v.exit_code})"]
+    if v.abort:
+        lines.append(f"  aborted: {v.abort.reason}")
+    for error in v.harness_errors:
         lines.append(f"  harness error: {error}")
-    steady = v.get("steady_state", {})
-    if not steady.get("before_ok", True):
+    if v.generator is not None and not v.generator.valid:
+        lines.append(f"  invalid: {'; '.join(v.generator.reasons)}")
+    if not v.steady_state.before_ok:
         lines.append("  steady state did not hold before the run (no load was sent)")
-    if not steady.get("after_ok", True):
+    if not v.steady_state.after_ok:
         lines.append("  steady state did not come back after the run")
-    for outcome in v.get("expectations", []):
-        if not outcome["passed"]:
-            measured = outcome["measured"]
-            value = "—" if measured is None else f"{measured:.4g}"
-            lines.append(f"  ✗ {outcome['description']}: measured {value} ({outcome['detail']})")
+    for outcome in v.expectations:
+        if not outcome.passed:
+            value = "—" if outcome.measured is None else f"{outcome.measured:.4g}"
+            detail = f"; {outcome.detail}" if outcome.detail else ""
+            lines.append(
+                f"  ✗ {outcome.description}: {outcome.judgement}, measured {value} "
+                f"({outcome.evidence}{detail})"
+            )
     lines.append(f"  report: {result.report or result.run_dir}")
     return "\n".join(lines)
 
@@ -161,8 +165,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     terminalreporter.section("ichaos reports")
     for result in results:
-        status = str(result.verdict["status"]).upper()
-        terminalreporter.write_line(f"{status:8} {result.verdict['scenario']:24} {result.report}")
+        status = result.verdict.status.upper()
+        terminalreporter.write_line(f"{status:8} {result.verdict.scenario:24} {result.report}")
     terminalreporter.write_line(f"index: {settings(config).report_dir / 'index.html'}")
 
 

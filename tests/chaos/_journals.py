@@ -6,7 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from chaos import load_scenario
+from chaos import (
+    Evidence,
+    FaultResult,
+    Judgement,
+    Outcome,
+    RequestCounts,
+    SLOResult,
+    Status,
+    Verdict,
+    load_scenario,
+)
+from chaos._verdict import Abort, Extrapolation
 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "primary-partition.yaml"
 
@@ -65,27 +76,38 @@ def make_run(
                           "dropped": 0, "lag_p50_ms": 0.5, "lag_p99_ms": 1.5, "lag_max_ms": 3.0,
                           "cpu_share": 0.1, "reasons": [], "valid": True},
         })  # fmt: skip
-        verdict = {
-            "run_id": name, "scenario": "primary-partition", "description": "cut primary",
-            "status": status, "passed": status == "passed",
-            "exit_code": {"passed": 0, "failed": 1, "aborted": 1}[status], "seed": 3,
-            "started_wall": wall, "duration_s": float(seconds),
-            "abort": {"reason": "error ratio", "t": 11.0} if status == "aborted" else None,
-            "harness_errors": [], "steady_state": {"before_ok": True, "after_ok": True},
-            "expectations": [{"kind": "fallback", "description": "fallback served ≥ 60%",
-                              "passed": status == "passed", "measured": 0.5, "bound": 0.6,
-                              "detail": "40 of 80 answers"}],
-            "slos": [{"name": "chat-availability", "sli_kind": "availability",
-                      "budgeting": "occurrences", "target": 0.999, "sli": 0.9, "bad": 40,
-                      "total": 400, "consumed": 100.0, "burn_rate": 100.0, "met": False,
-                      "extrapolation": {"consumed": 0.0003, "cost_minutes": 0.01,
-                                        "budget_minutes": 43.2, "production_rps": 50.0}}],
-            "faults": [{"name": "cut-primary", "kind": "partition", "at": 6.0, "planned_end": 10.0,
-                        "applied": 6.0, "reverted": 10.0, "time_to_detect_s": 0.1,
-                        "first_failure_s": 0.05}],
-            "time_to_detect_s": 0.1, "time_to_recover_s": 0.0,
-            "requests": {"total": rate * seconds, "ok": 300}, "generator": None, "valid": True,
-        }  # fmt: skip
+        passed = status == "passed"
+        verdict = Verdict(
+            run_id=name, scenario="primary-partition", description="cut primary",
+            status=Status(status), seed=3, backend="local", file="primary-partition.yaml",
+            started_wall=wall, duration_s=float(seconds),
+            abort=Abort(reason="error ratio", t=11.0) if status == "aborted" else None,
+            expectations=[Outcome(
+                kind="fallback", description="fallback served ≥ 60%",
+                judgement=Judgement.MET if passed else Judgement.NOT_MET, passed=passed,
+                measured=0.5, bound=0.6, evidence=Evidence(count=80, unit="requests"),
+                detail="40 of 80 answers",
+            )],
+            slos=[SLOResult(
+                name="chat-availability", sli_kind="availability", budgeting="occurrences",
+                target=0.999, budget=0.001, period_s=2592000.0, start=0.0,
+                end=float(seconds), elapsed_s=float(seconds), elapsed_share=seconds / 2592000,
+                good=360, bad=40, total=400, excluded=0, sli=0.9, error_ratio=0.1,
+                burn_rate=100.0, run_consumed=100.0, consumed=0.0008, remaining=0.9992,
+                time_to_exhaustion_s=None, met=False,
+                extrapolation=Extrapolation(
+                    period=2592000.0, budget=0.001, bad_events=40, events_per_second=50.0,
+                    budget_events=129600.0, consumed=0.0003, production_rps=50.0,
+                    budget_minutes=43.2, cost_minutes=0.01,
+                ),
+            )],
+            faults=[FaultResult(
+                name="cut-primary", kind="partition", at=6.0, planned_end=10.0, applied=6.0,
+                reverted=10.0, time_to_detect_s=0.1, first_failure_s=0.05,
+            )],
+            time_to_detect_s=0.1, time_to_recover_s=0.0,
+            requests=RequestCounts(total=rate * seconds, ok=300),
+        ).to_json()  # fmt: skip
         (run_dir / "verdict.json").write_text(json.dumps(verdict))  # as the runner does
         events.append({"type": "verdict", "t": float(seconds), "wall": wall + seconds,
                        "verdict": verdict})  # fmt: skip

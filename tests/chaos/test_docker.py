@@ -222,17 +222,17 @@ def test_scenarios_hold_on_the_docker_backend(
         RunSettings(report_dir=tmp_path / "reports", backend=Backend.DOCKER),
     ).run()
     verdict = result.verdict
-    unmet = [e for e in verdict["expectations"] if not e["passed"]]
-    assert result.passed, f"{verdict['status']}: {unmet} {verdict['harness_errors']}"
-    assert verdict["backend"] == "docker"
+    unmet = [e for e in verdict.expectations if not e.passed]
+    assert result.passed, f"{verdict.status}: {unmet} {verdict.harness_errors}"
+    assert verdict.backend == "docker"
     (ready,) = [e for e in read_journal(result.run_dir) if e["type"] == "target_ready"]
     run = ready["target"]["run"]
     assert ours(engine, **{LABEL_RUN: run}) == [], "containers outlived the run"
     assert not (isolated / "lease.json").exists()
     if name in ("worker-kill", "gpu-error"):
-        assert verdict["service_events"]["worker_restarted"] >= 1
+        assert verdict.service_events["worker_restarted"] >= 1
     if name == "corrupted-checksum":
-        assert verdict["service_events"]["model_load_refused"] >= 1
+        assert verdict.service_events["model_load_refused"] >= 1
         assert not any((isolated / "model-backups").glob("*"))
 
 
@@ -333,8 +333,8 @@ def test_pause_and_network_partition_are_applied_and_undone_on_containers(
     path.write_text(FAULTS)
     result = Runner(load_scenario(path), RunSettings(report_dir=tmp_path / "reports")).run()
     verdict = result.verdict
-    unmet = [e for e in verdict["expectations"] if not e["passed"]]
-    assert result.passed, f"{verdict['status']}: {unmet} {verdict['harness_errors']}"
+    unmet = [e for e in verdict.expectations if not e.passed]
+    assert result.passed, f"{verdict.status}: {unmet} {verdict.harness_errors}"
     journal = list(read_journal(result.run_dir))
     applied = [e["fault"] for e in journal if e["type"] == "fault_applied"]
     reverted = [e["fault"] for e in journal if e["type"] == "fault_reverted"]

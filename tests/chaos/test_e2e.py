@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,7 @@ from chaos import (
     ProcessExited,
     Runner,
     RunSettings,
+    Verdict,
     load_scenario,
     read_journal,
     repair,
@@ -62,31 +62,31 @@ def corrupted_files(registry: Path) -> list[str]:
     return bad
 
 
-def run(name: str, tmp_path: Path) -> dict[str, Any]:
+def run(name: str, tmp_path: Path) -> Verdict:
     result = Runner(
         load_scenario(SCENARIOS / f"{name}.yaml"), RunSettings(report_dir=tmp_path / "reports")
     ).run()
     verdict = result.verdict
-    unmet = [e for e in verdict["expectations"] if not e["passed"]]
-    assert result.passed, f"{verdict['status']}: {unmet} {verdict['harness_errors']}"
+    unmet = [e for e in verdict.expectations if not e.passed]
+    assert result.passed, f"{verdict.status}: {unmet} {verdict.harness_errors}"
     assert service_processes(tmp_path) == [], "processes outlived the run"
     return verdict
 
 
 def test_worker_kill_is_invisible_to_users(isolated: Path, tmp_path: Path) -> None:
     verdict = run("worker-kill", tmp_path)
-    assert verdict["requests"]["by_status"] == {"200": verdict["requests"]["total"]}
-    assert verdict["service_events"]["worker_restarted"] >= 1
-    assert verdict["time_to_recover_s"] is not None and verdict["time_to_recover_s"] < 5
+    assert verdict.requests.by_status == {"200": verdict.requests.total}
+    assert verdict.service_events["worker_restarted"] >= 1
+    assert verdict.time_to_recover_s is not None and verdict.time_to_recover_s < 5
     assert not (isolated / "lease.json").exists()
 
 
 def test_partitioned_primary_is_served_by_the_fallback(isolated: Path, tmp_path: Path) -> None:
     verdict = run("primary-partition", tmp_path)
-    (fallback,) = [e for e in verdict["expectations"] if e["kind"] == "fallback"]
-    assert fallback["measured"] >= 0.8 and fallback["fallback_after"] == 0
-    (fault,) = verdict["faults"]
-    assert fault["reverted"] - fault["applied"] == pytest.approx(8.0, abs=0.5)
+    (fallback,) = [e for e in verdict.expectations if e.kind == "fallback"]
+    assert fallback.measured >= 0.8 and fallback.fallback_after == 0
+    (fault,) = verdict.faults
+    assert fault.reverted - fault.applied == pytest.approx(8.0, abs=0.5)
 
 
 def test_a_harness_killed_mid_fault_is_repaired_by_the_next_run(

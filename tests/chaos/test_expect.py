@@ -1,4 +1,5 @@
-"""Expectations as pure functions of what a run recorded: each rule passing and failing."""
+"""Expectations as pure functions of what a run recorded: each rule passing, failing, and
+saying `no data` when it has nothing to judge (which fails unless the entry allows it)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,17 @@ from typing import Any
 
 import pytest
 
-from chaos import LoadRecord
-from chaos._expect import Facts, Window, check, first_failure, time_to_detect, time_to_recover
+from chaos import Judgement, LoadRecord
+from chaos._expect import (
+    Facts,
+    RequestOutcome,
+    Window,
+    check,
+    classify,
+    first_failure,
+    time_to_detect,
+    time_to_recover,
+)
 from chaos._scenario import (
     BudgetCeiling,
     CanaryRollback,
@@ -32,17 +42,39 @@ def every(start: float, end: float, **kwargs: Any) -> list[LoadRecord]:
     return [rec(round(start + i / 10, 3), **kwargs) for i in range(round((end - start) * 10))]
 
 
+def slo(name: str, sli: dict[str, Any], target: float, period: str = "run") -> Any:
+    return SLODocument.model_validate(
+        {"name": name, "sli": sli, "target": target, "period": period}
+    ).to_slo()
+
+
+SLOS = [
+    slo("avail", {"kind": "availability"}, 0.9),
+    slo("avail-30d", {"kind": "availability"}, 0.999, "30d"),
+    slo("ttft", {"kind": "ttft", "threshold": "500ms"}, 0.9),
+    slo("fast", {"kind": "latency", "threshold": "1s"}, 0.9),
+]
+
+
 def facts(
     records: list[LoadRecord],
     windows: dict[str, Window] | None = None,
     events: list[dict[str, Any]] | None = None,
     load_end: float = 20.0,
 ) -> Facts:
-    slo = SLODocument.model_validate(
-        {"name": "avail", "sli": {"kind": "availability"}, "target": 0.9, "period": "run"}
-    ).to_slo()
-    evaluations = {"avail": evaluate(slo, [r.to_slo() for r in records], start=0, end=load_end)}
+    slo_records = [r.to_slo() for r in records]
+    evaluations = {s.name: evaluate(s, slo_records, start=0, end=load_end) for s in SLOS}
     return Facts(records, windows or {}, events or [], evaluations, load_end)
+
+
+def test_one_classifier_decides_every_outcome() -> None:
+    assert classify(rec(1)) is RequestOutcome.OK
+    assert classify(rec(1, degraded=True)) is RequestOutcome.DEGRADED
+    assert classify(rec(1, 429)) is RequestOutcome.SHED
+    assert classify(rec(1, 503)) is RequestOutcome.FAILED
+    assert classify(rec(1, 404)) is RequestOutcome.FAILED
+    assert classify(rec(1, None, error="timeout")) is RequestOutcome.FAILED
+    assert classify(rec(1, 200, error="malformed")) is RequestOutcome.FAILED
 
 
 def test_time_to_recover_is_measured_from_the_fault_end_to_the_last_bad_request() -> None:
@@ -98,15 +130,17 @@ def test_fallback_share_during_and_none_after() -> None:
     windows = {"cut": Window(5.0, 10.0)}
     spec = FallbackShare(kind="fallback", during="cut", min_share=0.9, none_after=1.0)
     outcome = check(spec, facts(records, windows))
-    assert outcome.passed and outcome.measured == 1.0 and outcome.extra["fallback_after"] == 0
+    assert outcome.passed and outcome.measured == 1.0 and outcome.fallback_after == 0
+    assert str(outcome.evidence) == "140 requests"  # 50 in the window, 90 from 11 s on
     lingering = every(0, 5) + every(5, 12, degraded=True) + every(12, 20)
     outcome = check(spec, facts(lingering, windows))
-    assert not outcome.passed and outcome.extra["fallback_after"] == 10
+    assert not outcome.passed and outcome.fallback_after == 10
     partial = every(0, 5) + every(5, 7, degraded=True) + every(7, 20)
     outcome = check(spec, facts(partial, windows))
     assert not outcome.passed and outcome.measured == pytest.approx(0.4)
     never = check(spec, facts(records, {}))
-    assert not never.passed and never.detail == "the fault never ran"
+    assert never.judgement is Judgement.NO_DATA and not never.passed
+    assert never.detail == "cut never applied"
 
 
 def test_canary_rollback_within_bound_after_a_fault() -> None:
@@ -120,13 +154,13 @@ def test_canary_rollback_within_bound_after_a_fault() -> None:
         facts(every(0, 20), windows, events),
     ).passed
     none = check(spec, facts(every(0, 20), windows, []))
-    assert not none.passed and none.detail == "no canary_rollback event"
+    assert none.judgement is Judgement.NOT_MET and "no canary_rollback" in none.detail
 
 
 def test_event_presence_count_details_and_absence() -> None:
     events = [
-        {"kind": "worker_restarted", "pool": "primary", "index": 0},
-        {"kind": "worker_restarted", "pool": "canary", "index": 0},
+        {"kind": "worker_restarted", "pool": "primary", "index": 0, "t": 3.0},
+        {"kind": "worker_restarted", "pool": "canary", "index": 0, "t": 4.0},
     ]
     f = facts(every(0, 20), events=events)
     assert check(EventExpectation(kind="event", event="worker_restarted", min_count=2), f).passed
@@ -159,4 +193,69 @@ def test_status_share_overall_and_in_a_window() -> None:
     assert errors.passed and errors.measured == pytest.approx(1 / 191)
     assert not check(StatusShare(kind="status", status="2xx", min_share=1.0), f).passed
     empty = check(StatusShare(kind="status", status="2xx", min_share=0.5), facts([]))
-    assert not empty.passed  # no requests prove nothing
+    assert empty.judgement is Judgement.NO_DATA and not empty.passed  # nothing proves nothing
+
+
+# -- the evidence rule: each case passed on the harness before it existed ----------------------
+
+
+def test_an_slo_with_zero_events_is_no_data_and_fails() -> None:
+    # Non-streamed load: no request has a time to first token, so the TTFT SLO has no event.
+    unstreamed = facts(every(0, 20))
+    ttft = check(SLOMet(kind="slo_met", slo="ttft"), unstreamed)
+    assert ttft.judgement is Judgement.NO_DATA and not ttft.passed
+    assert str(ttft.evidence) == "0 events"
+    # Every request failed: a latency SLO excludes failures, so it too judged nothing.
+    all_failed = facts(every(0, 20, status=None, error="connect"))
+    latency = check(SLOMet(kind="slo_met", slo="fast"), all_failed)
+    assert latency.judgement is Judgement.NO_DATA and not latency.passed
+    allowed = check(SLOMet(kind="slo_met", slo="ttft", allow_no_data=True), unstreamed)
+    assert allowed.judgement is Judgement.NO_DATA and allowed.passed
+
+
+def test_budget_compares_the_runs_budget_not_the_30_day_share() -> None:
+    every_one_failed = facts(every(0, 19.2, status=503))  # 192 of 192
+    spec = BudgetCeiling(kind="budget", slo="avail-30d", max_consumed=1.0)
+    outcome = check(spec, every_one_failed)
+    # All bad against a 0.1% budget: 1000 budgets' worth, not the 0.009 of 30 days it was.
+    assert not outcome.passed and outcome.measured == pytest.approx(1000)
+    assert str(outcome.evidence) == "192 events"
+    half_a_budget = facts(every(0, 19.9) + every(19.9, 20, status=500))  # 1 of 200 bad
+    assert check(BudgetCeiling(kind="budget", slo="avail-30d", max_consumed=5.0),
+                 half_a_budget).measured == pytest.approx(5.0)  # fmt: skip
+
+
+def test_recovery_without_a_fault_or_a_request_after_it_is_no_data() -> None:
+    unfaulted = check(Recovery(kind="recovery", within=5.0), facts(every(0, 20)))
+    assert unfaulted.judgement is Judgement.NO_DATA and not unfaulted.passed
+    windows = {"late": Window(19.5, 19.9)}
+    after_the_last = check(Recovery(kind="recovery", within=5.0), facts(every(0, 19), windows))
+    assert after_the_last.judgement is Judgement.NO_DATA and not after_the_last.passed
+
+
+def test_fallback_none_after_without_a_request_after_is_no_data() -> None:
+    records = every(0, 5) + every(5, 10, degraded=True)  # nothing after the window
+    spec = FallbackShare(kind="fallback", during="cut", min_share=0.9, none_after=1.0)
+    outcome = check(spec, facts(records, {"cut": Window(5.0, 10.0)}))
+    assert outcome.judgement is Judgement.NO_DATA and not outcome.passed
+    empty_window = check(
+        FallbackShare(kind="fallback", during="cut", min_share=0.5),
+        facts(every(0, 5), {"cut": Window(5.0, 10.0)}),
+    )
+    assert empty_window.judgement is Judgement.NO_DATA and not empty_window.passed
+
+
+def test_canary_rollback_after_a_fault_that_never_applied_is_no_data() -> None:
+    events = [{"kind": "canary_rollback", "t": 1.0}]  # would count from t = 0
+    spec = CanaryRollback(kind="canary_rollback", within=10.0, after="bad")
+    outcome = check(spec, facts(every(0, 20), {}, events))
+    assert outcome.judgement is Judgement.NO_DATA and not outcome.passed
+
+
+def test_events_from_before_the_load_started_do_not_count() -> None:
+    start_up = [{"kind": "replica_up", "pool": "primary", "index": i, "t": -3.0} for i in (0, 1)]
+    spec = EventExpectation(kind="event", event="replica_up")
+    outcome = check(spec, facts(every(0, 20), events=start_up))
+    assert not outcome.passed and outcome.measured == 0
+    during = [*start_up, {"kind": "replica_up", "pool": "primary", "index": 0, "t": 7.0}]
+    assert check(spec, facts(every(0, 20), events=during)).passed

@@ -26,6 +26,10 @@ class Target:
     def __init__(self) -> None:
         self.stall_until = 0.0  # time.monotonic() before which every answer waits
         self.status = 200
+        # What the answers look like: "good", "bad-tokens" (a summary whose tokens are
+        # "eight"), "not-json", "cut" (a stream that closes after two tokens, no final
+        # event), "error-chunk" (an OpenAI stream that sends an error object).
+        self.shape = "good"
 
     async def generate(self, request: Request) -> Response:
         body = await request.json()
@@ -34,12 +38,19 @@ class Target:
             await asyncio.sleep(wait)
         if self.status != 200:
             return JSONResponse({"error": {"type": "boom"}}, status_code=self.status)
-        summary = {"text": "a b c", "model": "m", "version": "v1", "tokens": 3, "degraded": True}
+        summary: dict[str, Any] = {"text": "a b c", "model": "m", "version": "v1", "tokens": 3,
+                                    "degraded": True}  # fmt: skip
+        if self.shape == "bad-tokens":
+            summary["tokens"] = "eight"
         if not body.get("stream"):
+            if self.shape == "not-json":
+                return Response(b"<html>oops</html>", media_type="text/html")
             return JSONResponse(summary)
 
         async def events() -> AsyncIterator[bytes]:
             for index, text in enumerate(["a", " b", " c"]):
+                if self.shape == "cut" and index == 2:
+                    return
                 data = json.dumps({"index": index, "text": text})
                 yield f"event: token\ndata: {data}\n\n".encode()
                 await asyncio.sleep(0.02)
@@ -47,11 +58,39 @@ class Target:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    async def completions(self, request: Request) -> Response:
+        """OpenAI's completions stream: ``data: {chunk}`` lines, then ``data: [DONE]``."""
+        body = await request.json()
+        assert body.get("stream") is True
+
+        def chunk(text: str, finish: str | None = None) -> bytes:
+            data = {"id": "cmpl-1", "object": "text_completion", "model": "m:v1",
+                    "choices": [{"index": 0, "text": text, "finish_reason": finish}]}  # fmt: skip
+            return f"data: {json.dumps(data)}\n\n".encode()
+
+        async def events() -> AsyncIterator[bytes]:
+            for index, text in enumerate(["a", " b", " c", " d"]):
+                if self.shape == "cut" and index == 2:
+                    return
+                if self.shape == "error-chunk" and index == 1:
+                    yield b'data: {"error": {"message": "overloaded"}}\n\n'
+                    yield b"data: [DONE]\n\n"
+                    return
+                yield chunk(text)
+                await asyncio.sleep(0.02)
+            yield chunk("", "length")
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[tuple[str, Target]]:
     state = Target()
-    app = Starlette(routes=[Route("/v1/generate", state.generate, methods=["POST"])])
+    app = Starlette(routes=[
+        Route("/v1/generate", state.generate, methods=["POST"]),
+        Route("/v1/completions", state.completions, methods=["POST"]),
+    ])  # fmt: skip
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
@@ -172,3 +211,75 @@ def test_in_flight_limit_drops_and_marks_the_run_invalid(target: tuple[str, Targ
     assert sum(1 for r in result.records if r.error == "dropped") == 25
     assert not result.health.valid
     assert "25 requests dropped" in result.health.reasons[0]
+
+
+def run_shaped(url: str, state: Target, shape: str, spec: RequestSpec, n: int = 3) -> list[Any]:
+    state.shape = shape
+    try:
+        result = asyncio.run(
+            LoadGenerator(url, [i * 0.01 for i in range(n)], lambda _i: spec).run()
+        )
+    finally:
+        state.shape = "good"
+    assert len(result.records) == n  # every request of the schedule is a record, whatever came
+    return result.records
+
+
+def test_an_answer_the_generator_cannot_read_is_an_error_not_a_loss(
+    target: tuple[str, Target],
+) -> None:
+    url, state = target
+    ask = RequestSpec({"prompt": "hi", "max_new_tokens": 3})
+    for record in run_shaped(url, state, "bad-tokens", ask):
+        assert (record.status, record.error) == (200, "malformed")
+    for record in run_shaped(url, state, "not-json", ask):
+        assert (record.status, record.error) == (200, "malformed")
+
+
+def test_a_native_stream_without_its_final_event_is_an_error(target: tuple[str, Target]) -> None:
+    url, state = target
+    streamed = RequestSpec({"prompt": "hi", "max_new_tokens": 3}, stream=True)
+    for record in run_shaped(url, state, "cut", streamed):
+        assert record.error == "stream_incomplete" and record.first_token is not None
+        assert len(record.gaps) == 1
+
+
+def test_openai_completion_streams_are_parsed(target: tuple[str, Target]) -> None:
+    url, state = target
+    streamed = RequestSpec({"prompt": "hi", "max_tokens": 4}, stream=True, path="/v1/completions")
+    for record in run_shaped(url, state, "good", streamed):
+        assert record.status == 200 and record.error is None and record.model == "m:v1"
+        assert record.tokens == 4 and len(record.gaps) == 3
+        assert record.ttft_s is not None and record.latency_s is not None
+        assert 0 < record.ttft_s < record.latency_s
+    for record in run_shaped(url, state, "error-chunk", streamed):
+        assert record.error == "stream"
+    for record in run_shaped(url, state, "cut", streamed):
+        assert record.error == "stream_incomplete" and record.tokens == 2
+
+
+def test_dropped_requests_are_reported_as_records(target: tuple[str, Target]) -> None:
+    url, state = target
+    seen: list[Any] = []
+    state.stall_until = time.monotonic() + 1.0
+    try:
+        generator = LoadGenerator(
+            url, schedule(Constant(100), 0.3), plain, max_in_flight=5, on_record=seen.append
+        )
+        result = asyncio.run(generator.run())
+    finally:
+        state.stall_until = 0.0
+    dropped = [r for r in seen if r.error == "dropped"]
+    assert len(dropped) == result.health.dropped == 25 and len(seen) == 30
+    assert all(r.end == r.sent for r in dropped)
+
+
+def test_an_exception_in_one_request_is_that_requests_error(target: tuple[str, Target]) -> None:
+    url, _ = target
+
+    def unsendable(index: int) -> RequestSpec:
+        return RequestSpec({"prompt": object()} if index == 1 else {"prompt": "hi"})
+
+    result = asyncio.run(LoadGenerator(url, [0.0, 0.01, 0.02], unsendable).run())
+    assert [r.error is None for r in result.records] == [True, False, True]
+    assert (result.records[1].error or "").startswith("client: TypeError")

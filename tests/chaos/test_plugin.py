@@ -70,7 +70,7 @@ def test_a_failing_scenario_shows_what_was_not_met(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "steady: FAILED (exit code 1)",
-        "  ✗ 2xx share of all requests ≥ 100.0%: measured 0 (40 requests)",
+        "  ✗ 2xx share of all requests ≥ 100.0%: not met, measured 0 (40 requests)",
         "  report: *out/*-steady/index.html",
     ])  # fmt: skip
     assert "Traceback" not in result.stdout.str()
@@ -117,7 +117,7 @@ def test_run_scenario_fixture_runs_a_mapping_from_python(
                 "expect": [{{"kind": "status", "status": "2xx", "min_share": 1.0}}],
             }})
             assert result.passed, result.verdict
-            assert result.verdict["requests"]["total"] == 20
+            assert result.verdict.requests.total == 20
             assert result.report.name == "index.html"
         """
     )

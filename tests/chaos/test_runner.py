@@ -81,6 +81,7 @@ class Breaks(Injector):
 class Harness:
     def __init__(self, tmp_path: Path, url: str, service: Service) -> None:
         self.tmp_path, self.url, self.service = tmp_path, url, service
+        self.target_url = url
         self.target: FakeTarget | None = None
         self.injectors: list[Breaks] = []
         self.events: list[Any] = []
@@ -90,7 +91,7 @@ class Harness:
         path.write_text(textwrap.dedent(body), encoding="utf-8")
 
         def target_factory(*_args: Any) -> FakeTarget:
-            self.target = FakeTarget(self.url)
+            self.target = FakeTarget(self.target_url)
             return self.target
 
         def injector_factory(*_args: Any) -> Breaks:
@@ -141,15 +142,15 @@ def test_a_run_emits_events_in_order_and_writes_a_verdict(harness: Harness) -> N
     assert harness.injectors[0].calls == ["apply", "revert"]
     assert harness.target is not None and harness.target.stopped
     verdict = result.verdict
-    fault = verdict["faults"][0]
-    assert fault["applied"] == pytest.approx(1.0, abs=0.3)
-    assert fault["reverted"] == pytest.approx(2.0, abs=0.3)
-    assert fault["first_failure_s"] == pytest.approx(0.0, abs=0.1)
-    requests = verdict["requests"]
-    assert requests["total"] == 100 and 15 <= requests["by_status"]["503"] <= 25
-    assert verdict["steady_state"]["before_ok"] and verdict["steady_state"]["after_ok"]
-    assert verdict["expectations"][0]["passed"]
-    assert verdict["time_to_recover_s"] == pytest.approx(0.0, abs=0.2)
+    fault = verdict.faults[0]
+    assert fault.applied == pytest.approx(1.0, abs=0.3)
+    assert fault.reverted == pytest.approx(2.0, abs=0.3)
+    assert fault.first_failure_s == pytest.approx(0.0, abs=0.1)
+    requests = verdict.requests
+    assert requests.total == 100 and 15 <= requests.by_status["503"] <= 25
+    assert verdict.steady_state.before_ok and verdict.steady_state.after_ok
+    assert verdict.expectations[0].passed
+    assert verdict.time_to_recover_s == pytest.approx(0.0, abs=0.2)
     assert (result.run_dir / "verdict.json").is_file()
     journal = list(read_journal(result.run_dir))
     assert sum(1 for e in journal if e["type"] == "request") == 100
@@ -158,9 +159,9 @@ def test_a_run_emits_events_in_order_and_writes_a_verdict(harness: Harness) -> N
 
 def test_an_unmet_expectation_fails_the_run(harness: Harness) -> None:
     result = harness.run(SCENARIO + "expect:\n  - {kind: status, status: 2xx, min_share: 1.0}\n")
-    assert result.exit_code == 1 and result.verdict["status"] == "failed"
-    (outcome,) = result.verdict["expectations"]
-    assert not outcome["passed"] and outcome["measured"] == pytest.approx(0.8, abs=0.06)
+    assert result.exit_code == 1 and result.verdict.status == "failed"
+    (outcome,) = result.verdict.expectations
+    assert not outcome.passed and outcome.measured == pytest.approx(0.8, abs=0.06)
 
 
 def test_an_abort_condition_stops_early_and_reverts(harness: Harness) -> None:
@@ -176,10 +177,10 @@ def test_an_abort_condition_stops_early_and_reverts(harness: Harness) -> None:
           - {kind: status, status: 2xx, max_share: 1.0}
         """
     )
-    assert result.exit_code == 1 and result.verdict["status"] == "aborted"
+    assert result.exit_code == 1 and result.verdict.status == "aborted"
     # Stopped early: well short of the 400 requests 20 s of load would have sent.
-    assert result.verdict["requests"]["total"] < 200
-    assert "error ratio" in result.verdict["abort"]["reason"]
+    assert result.verdict.requests.total < 200
+    assert "error ratio" in result.verdict.abort.reason
     assert harness.injectors[0].calls == ["apply", "revert"] and not harness.service.failing
     types = harness.types()
     assert types.index("abort") < types.index("fault_reverted") < types.index("verdict")
@@ -187,8 +188,8 @@ def test_an_abort_condition_stops_early_and_reverts(harness: Harness) -> None:
 
 def test_a_fault_that_cannot_be_reverted_is_a_harness_error(harness: Harness) -> None:
     result = harness.run(SCENARIO, revert_fails=True)
-    assert result.exit_code == 3 and result.verdict["status"] == "error"
-    assert any("toxiproxy does not answer" in e for e in result.verdict["harness_errors"])
+    assert result.exit_code == 3 and result.verdict.status == "harness_error"
+    assert any("toxiproxy does not answer" in e for e in result.verdict.harness_errors)
     failed = [e for e in harness.events if e.type.value == "fault_failed"]
     assert failed and failed[0].data["stage"] == "revert"
     assert harness.target is not None and harness.target.stopped
@@ -197,7 +198,7 @@ def test_a_fault_that_cannot_be_reverted_is_a_harness_error(harness: Harness) ->
 def test_a_fault_that_cannot_be_applied_stops_the_run(harness: Harness) -> None:
     result = harness.run(SCENARIO, apply_fails=True)
     assert result.exit_code == 3
-    assert any("the proxy is gone" in e for e in result.verdict["harness_errors"])
+    assert any("the proxy is gone" in e for e in result.verdict.harness_errors)
     assert harness.injectors[0].calls == ["apply"] and not harness.service.failing
     assert harness.target is not None and harness.target.stopped
 
@@ -206,8 +207,8 @@ def test_no_load_is_sent_when_steady_state_does_not_hold_before(harness: Harness
     harness.service.ready = False
     result = harness.run(SCENARIO)
     assert result.exit_code == 1
-    assert not result.verdict["steady_state"]["before_ok"]
-    assert result.verdict["requests"]["total"] == 0 and harness.injectors == []
+    assert not result.verdict.steady_state.before_ok
+    assert result.verdict.requests.total == 0 and harness.injectors == []
 
 
 def test_sigint_mid_run_reverts_and_leaves_a_verdict(harness: Harness) -> None:
@@ -217,8 +218,8 @@ def test_sigint_mid_run_reverts_and_leaves_a_verdict(harness: Harness) -> None:
         result = harness.run(SCENARIO.replace("duration: 5s", "duration: 10s"))
     finally:
         timer.cancel()
-    assert result.verdict["status"] == "aborted" and result.exit_code == 1
-    assert result.verdict["abort"]["reason"] == "interrupted by SIGINT"
+    assert result.verdict.status == "aborted" and result.exit_code == 1
+    assert result.verdict.abort.reason == "interrupted by SIGINT"
     assert harness.injectors[0].calls == ["apply", "revert"] and not harness.service.failing
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
@@ -231,7 +232,42 @@ def test_service_events_are_placed_on_the_run_clock(harness: Harness) -> None:
             )
 
     result = harness.run(SCENARIO, observer=service_reacts)
-    assert result.verdict["faults"][0]["time_to_detect_s"] == pytest.approx(0.2, abs=0.15)
-    assert result.verdict["service_events"] == {"replica_down": 1}
+    assert result.verdict.faults[0].time_to_detect_s == pytest.approx(0.2, abs=0.15)
+    assert result.verdict.service_events == {"replica_down": 1}
     (seen,) = [e for e in harness.events if e.type.value == "service_event"]
     assert seen.t == pytest.approx(1.2, abs=0.3)
+
+
+def test_a_fault_after_the_last_arrival_still_applies(harness: Harness) -> None:
+    # Poisson 10/s for 2 s with seed 11: the last request leaves at 1.53 s, the fault is due at
+    # 1.9 s. The timeline runs until the load's duration is over, not until its last answer.
+    result = harness.run(
+        """\
+        name: late-fault
+        seed: 11
+        load: {rate: 10/s, duration: 2s, arrivals: poisson}
+        faults:
+          - {name: late, kind: partition, hop: client, at: 1.9s, duration: 0.05s}
+        expect:
+          - {kind: status, status: 2xx, min_share: 0.5}
+        """
+    )
+    assert harness.injectors and harness.injectors[0].calls == ["apply", "revert"]
+    (fault,) = result.verdict.faults
+    assert fault.applied is not None and fault.applied >= 1.9
+    assert result.verdict.status == "passed", result.verdict.harness_errors
+
+
+def test_a_generator_that_cannot_run_is_a_harness_error(harness: Harness) -> None:
+    harness.target_url = "http://[::1"  # aiohttp refuses it before the first request
+    result = harness.run("name: unreachable\nload: {rate: 20/s, duration: 2s}\n")
+    assert result.verdict.status == "harness_error" and result.exit_code == 3
+    assert any("generator" in e for e in result.verdict.harness_errors), result.verdict
+
+
+def test_a_generator_that_was_the_bottleneck_makes_the_run_invalid(harness: Harness) -> None:
+    # A lag bound no generator can keep: the run measured the generator, not the service.
+    result = harness.run(SCENARIO.replace("duration: 5s}", "duration: 3s, max_lag: 0.0001ms}"))
+    assert result.verdict.status == "invalid" and result.exit_code == 1
+    assert result.verdict.generator is not None and not result.verdict.valid
+    assert any("schedule lag" in r for r in result.verdict.generator.reasons)

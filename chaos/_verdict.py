@@ -1,0 +1,277 @@
+"""The verdict of one run: a typed model, produced once by the runner and read by everything
+else (progress display, report, pytest plugin, CLI, game day). Nothing re-derives an outcome.
+
+The evidence rule: every expectation states what it judged (so many requests, events or fault
+windows). With nothing to judge it is ``no data``, which fails unless its entry says
+``allow_no_data: true``. A run's status follows from its parts, worst first:
+
+=================  =========  ======================================================================
+status             exit code  when
+=================  =========  ======================================================================
+``harness_error``  3          a fault did not apply or revert, the target could not be provisioned,
+                              the load generator died: the harness cannot vouch for the run
+``aborted``        1          an abort rule fired, or SIGINT/SIGTERM stopped the run
+``invalid``        1          the load generator, not the target, was the bottleneck: what it
+                              measured is not the target's behaviour
+``failed``         1          an expectation or steady-state probe was not met (or had no data)
+``passed``         0          every expectation met, with evidence, on a valid run
+=================  =========  ======================================================================
+
+Exit code 2 is the CLI's own: invalid input, nothing started.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from slo import Evaluation, SLOError
+
+from ._errors import ReportError
+
+
+class Status(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    INVALID = "invalid"
+    ABORTED = "aborted"
+    HARNESS_ERROR = "harness_error"
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT_CODES[self]
+
+
+EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_HARNESS = 0, 1, 2, 3
+_EXIT_CODES = {
+    Status.PASSED: EXIT_PASSED,
+    Status.FAILED: EXIT_FAILED,
+    Status.INVALID: EXIT_FAILED,
+    Status.ABORTED: EXIT_FAILED,
+    Status.HARNESS_ERROR: EXIT_HARNESS,
+}
+
+
+class Judgement(StrEnum):
+    """What one expectation found."""
+
+    MET = "met"
+    NOT_MET = "not met"
+    NO_DATA = "no data"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Evidence(_Model):
+    """What an expectation judged: ``count`` of ``unit`` (requests, events, windows)."""
+
+    count: int
+    unit: str
+
+    def __str__(self) -> str:
+        return f"{self.count} {self.unit}"
+
+
+class Outcome(_Model):
+    """One expectation, judged."""
+
+    kind: str
+    description: str
+    judgement: Judgement
+    passed: bool
+    """MET, or NO_DATA where the scenario allows it for this entry."""
+    measured: float | None
+    bound: float | None
+    evidence: Evidence
+    detail: str = ""
+    fallback_after: int | None = None
+    """``fallback … none_after``: fallback answers after the window (else None)."""
+
+
+class ProbeResult(_Model):
+    probe: str
+    ok: bool
+    detail: str = ""
+    value: float | None = None
+    bound: float | None = None
+
+
+class SteadyState(_Model):
+    before_ok: bool = True
+    after_ok: bool = True
+    results: dict[str, list[ProbeResult]] = {}
+
+
+class Abort(_Model):
+    reason: str
+    t: float | None
+    rule: str | None = None
+
+
+class Extrapolation(_Model):
+    """The run's bad events priced against a production period's budget (see slo)."""
+
+    period: float
+    budget: float
+    bad_events: int
+    events_per_second: float | None
+    budget_events: float
+    consumed: float
+    production_rps: float
+    budget_minutes: float
+    cost_minutes: float
+
+
+class SLOResult(_Model):
+    """One SLO over the run. ``run_consumed`` is the run's error budget consumed: bad events /
+    (budget × events), as if the run were the whole period (None without events); ``consumed``
+    is the share of the SLO's own period budget (tiny for a 30-day period and a one-minute run).
+    """
+
+    name: str
+    sli_kind: str
+    budgeting: str
+    target: float
+    budget: float
+    period_s: float
+    start: float
+    end: float
+    elapsed_s: float
+    elapsed_share: float
+    good: int
+    bad: int
+    total: int
+    excluded: int
+    sli: float | None
+    error_ratio: float | None
+    burn_rate: float | None
+    run_consumed: float | None
+    consumed: float
+    remaining: float
+    time_to_exhaustion_s: float | None
+    met: bool
+    extrapolation: Extrapolation | None = None
+
+    @classmethod
+    def of(cls, ev: Evaluation, production_rps: float | None) -> SLOResult:
+        """The figures of ``ev``; priced at ``production_rps`` (None: not priced)."""
+        extrapolation = None
+        if production_rps is not None:
+            try:
+                cost = ev.extrapolate(production_rps)
+            except SLOError:  # nothing to price (no events)
+                pass
+            else:
+                extrapolation = Extrapolation(
+                    **dataclasses.asdict(cost), production_rps=production_rps,
+                    budget_minutes=cost.budget_minutes, cost_minutes=cost.cost_minutes,
+                )  # fmt: skip
+        return cls(**ev.to_dict(), run_consumed=run_consumed(ev), extrapolation=extrapolation)
+
+
+def run_consumed(ev: Evaluation) -> float | None:
+    """The run's error budget consumed: bad events / (budget × events) over the run, as if the
+    run were the SLO's whole period: 1.0 is exactly the budget; None when there were no events.
+    (It equals the run's burn rate: the same quantity, read as a share of one budget.)"""
+    return ev.burn_rate
+
+
+class FaultResult(_Model):
+    name: str
+    kind: str
+    at: float
+    planned_end: float | None
+    applied: float | None
+    reverted: float | None
+    time_to_detect_s: float | None
+    first_failure_s: float | None
+
+
+class RequestCounts(_Model):
+    total: int = 0
+    ok: int = 0
+    degraded: int = 0
+    shed: int = 0
+    by_status: dict[str, int] = {}
+
+
+class GeneratorReport(_Model):
+    """The load generator's health (see the load generator for each figure)."""
+
+    scheduled: int
+    started: int
+    late: int
+    dropped: int
+    lag_p50_ms: float
+    lag_p99_ms: float
+    lag_max_ms: float
+    cpu_share: float
+    reasons: list[str]
+    valid: bool
+
+
+class Verdict(_Model):
+    run_id: str
+    scenario: str
+    description: str = ""
+    file: str
+    status: Status
+    seed: int
+    backend: str
+    started_wall: float | None
+    duration_s: float
+    abort: Abort | None = None
+    harness_errors: list[str] = []
+    steady_state: SteadyState = SteadyState()
+    expectations: list[Outcome] = []
+    slos: list[SLOResult] = []
+    faults: list[FaultResult] = []
+    time_to_detect_s: float | None = None
+    time_to_recover_s: float | None = None
+    requests: RequestCounts = RequestCounts()
+    generator: GeneratorReport | None = None
+    service_events: dict[str, int] = {}
+
+    @property
+    def passed(self) -> bool:
+        return self.status is Status.PASSED
+
+    @property
+    def exit_code(self) -> int:
+        return self.status.exit_code
+
+    @property
+    def valid(self) -> bool:
+        return self.generator is None or self.generator.valid
+
+    def to_json(self) -> dict[str, object]:
+        """The verdict as written to ``verdict.json`` and the journal (with its exit code)."""
+        data: dict[str, object] = self.model_dump(mode="json")
+        data["exit_code"] = self.exit_code
+        data["passed"] = self.passed
+        return data
+
+    @classmethod
+    def from_json(cls, data: object) -> Verdict:
+        """A verdict as :meth:`to_json` wrote it; :class:`ReportError` when it is not one
+        (a file of another version, or damaged)."""
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in ("exit_code", "passed")}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ReportError(f"not a verdict of this version: {exc.errors()[0]['msg']}") from exc
+
+
+def read_verdict(path: Path) -> Verdict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: cannot be read: {exc}") from exc
+    return Verdict.from_json(data)
