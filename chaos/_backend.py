@@ -314,11 +314,13 @@ class LocalTarget(Target):
             self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
             self.admin_token = secrets.token_urlsafe(16)
             env = {config.admin_token_env: self.admin_token}
+            # In the lease from its first moment: a harness killed while the models load (the
+            # longest wait of all) leaves a stack the next run stops.
             self._stack = StackProcess(
                 self.config_path, run_dir / "stack" / "state.json", self.registry,
                 env=env, stderr=self._log,
+                on_started=lambda pid: self._lease.hold(pid, "target_service stack", "stack"),
             )  # fmt: skip
-            self._lease.hold(self._stack.process.proc.pid, "target_service stack", "stack")
             proxies = self.toxiproxy
             assert proxies is not None
             for worker in self.workers():
@@ -369,12 +371,13 @@ class LocalTarget(Target):
         if self._server is not None:
             self._server.stop()
             self._server = None
-        self._lease.release()
+        if not errors:  # what could not be stopped stays in the lease: the next run repairs it
+            self._lease.release()
         if self._log is not None:
             self._log.close()
             self._log = None
         if errors:
-            raise BackendError("; ".join(errors))
+            raise BackendError("; ".join(errors) + " (kept in the lease for the next run)")
 
 
 class UrlTarget(Target):
@@ -420,6 +423,7 @@ class UrlTarget(Target):
         if self._server is not None:
             self._server.stop()
             self._server = None
-        self._lease.release()
+        if not errors:  # a proxy that could not be deleted stays in the lease
+            self._lease.release()
         if errors:
-            raise BackendError("; ".join(errors))
+            raise BackendError("; ".join(errors) + " (kept in the lease for the next run)")

@@ -38,7 +38,7 @@ from ._scenario import (
     load_scenario,
     resolve_slos,
 )
-from ._verdict import EXIT_FAILED, EXIT_HARNESS, EXIT_PASSED, Status
+from ._verdict import EXIT_FAILED, EXIT_HARNESS, EXIT_PASSED, Status, run_consumed
 
 
 class _Strict(BaseModel):
@@ -63,7 +63,8 @@ Step = Annotated[ScenarioStep | OperatorStep, Field(discriminator="kind")]
 
 
 class BudgetAbort(_Strict):
-    """The exercise may spend at most this share of an SLO's budget, over all its requests."""
+    """The exercise may spend at most this share of an SLO's budget, over all its requests:
+    bad events / (budget × events), as a scenario's ``budget`` expectation judges a run."""
 
     kind: Literal["budget"]
     slo: str
@@ -260,10 +261,10 @@ def _budget_exceeded(gameday: GameDay, slos: list[SLO], records: list[RequestRec
     by_name = {s.name: s for s in slos}
     for rule in gameday.abort:
         if isinstance(rule, BudgetAbort) and records:
-            ev = evaluate(by_name[rule.slo], records)
-            if ev.consumed > rule.max_consumed:
+            consumed = run_consumed(evaluate(by_name[rule.slo], records))
+            if consumed is not None and consumed > rule.max_consumed:
                 return (
-                    f"{rule.slo}: the exercise has consumed {ev.consumed:.0%} of its budget "
+                    f"{rule.slo}: the exercise has consumed {consumed:.0%} of its budget "
                     f"> {rule.max_consumed:.0%}"
                 )
     return None

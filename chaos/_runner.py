@@ -79,8 +79,12 @@ from ._wait import wait_until
 _TICK = 0.25  # how often abort conditions and the gateway's events are looked at
 
 
-class Interrupted(HarnessError):
-    """SIGINT or SIGTERM reached the harness: the run stops and reverts."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM reached the harness: the run stops and reverts.
+
+    A BaseException, as KeyboardInterrupt is: raised wherever the main thread happens to be,
+    it must not be swallowed by a handler of ordinary errors there (an events poll that
+    shrugs off a HarnessError would otherwise turn an interrupt into a run that passes)."""
 
 
 @dataclass
@@ -176,6 +180,9 @@ class Runner:
         self._lock = threading.Lock()
         self.state = _State()
         self._next_index = 0
+        self._interruptible = True  # False once the final revert and stop have begun
+        self._signalled: str | None = None  # the first SIGINT/SIGTERM, whatever became of it
+        self._late_signals: list[str] = []
         self.slos: dict[str, SLO] = {s.name: s for s in loaded.slos}
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.run_id = self.settings.run_id or f"{stamp}-{self.scenario.name}"
@@ -198,8 +205,17 @@ class Runner:
             return
 
         def interrupt(signum: int, _frame: Any) -> None:
+            name = signal.Signals(signum).name
+            first = self._signalled is None
+            if first:
+                self._signalled = name
             self._stop.set()
-            raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+            if first and self._interruptible:
+                raise Interrupted(f"interrupted by {name}")
+            # Once the run is reverting and stopping (after the first signal, or on its own),
+            # a signal cannot cut that short: it is said, and the cleanup goes on to the end.
+            # Only noted here: an observer may be mid-write in the interrupted frame.
+            self._late_signals.append(name)
 
         previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -211,7 +227,7 @@ class Runner:
     # -- the run ---------------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        self.run_dir.mkdir(parents=True, exist_ok=False)
+        self._claim_run_dir()
         self.bus.subscribe(Journal(self.run_dir))
         self.emit(
             EventType.RUN_STARTED,
@@ -221,41 +237,72 @@ class Runner:
             environment=_environment(), production_rps=self.settings.production_rps,
             slos=[s.model_dump(mode="json") for s in self.loaded.slos],
         )  # fmt: skip
-        target: Target | None = None
+        # The handlers cover the verdict and the report too: a signal during them is said and
+        # waited out, never a KeyboardInterrupt that loses the verdict.
         with self._signals():
-            try:
-                target = self._target_factory(self.loaded, self.settings, self.run_dir)
-                self.emit(EventType.TARGET_READY, target=target.describe())
-                self._experiment(target)
-            except InjectionError as exc:
-                self.state.errors.append(str(exc))
-            except Interrupted as exc:
-                self.state.abort = Abort(reason=str(exc), t=self.now(), rule="signal")
-                self.emit(EventType.ABORT, reason=str(exc))
-            except HarnessError as exc:
-                self.state.errors.append(str(exc))
-            except Exception as exc:  # a harness bug must still revert and leave a verdict
-                self.state.errors.append(f"{type(exc).__name__}: {exc}")
-            finally:
-                self._revert_all()
-                if target is not None:
-                    self._collect_events(target)
-                    try:
-                        target.stop()
-                    except Exception as exc:
-                        self.state.errors.append(f"stopping the target: {exc}")
-        verdict = self._verdict()
-        write_verdict(self.run_dir, verdict)
-        self.emit(EventType.VERDICT, verdict=verdict)
-        report = None
-        try:  # the journal is on disk up to the verdict: the page is made from it alone
-            report = render_run(self.run_dir)
-            render_index(self.run_dir.parent)
-            self.emit(EventType.MESSAGE, text=f"report: {report}")
-        except (ReportError, OSError) as exc:
-            self.emit(EventType.MESSAGE, text=f"! the HTML report could not be written: {exc}")
-        self.emit(EventType.RUN_FINISHED, passed=verdict.passed, exit_code=verdict.exit_code)
+            self._provision_and_experiment()
+            verdict = self._verdict()
+            write_verdict(self.run_dir, verdict)
+            self.emit(EventType.VERDICT, verdict=verdict)
+            report = None
+            try:  # the journal is on disk up to the verdict: the page is made from it alone
+                report = render_run(self.run_dir)
+                render_index(self.run_dir.parent)
+                self.emit(EventType.MESSAGE, text=f"report: {report}")
+            except (ReportError, OSError) as exc:
+                self.emit(EventType.MESSAGE, text=f"! the HTML report could not be written: {exc}")
+            self.emit(EventType.RUN_FINISHED, passed=verdict.passed, exit_code=verdict.exit_code)
         return RunResult(self.run_dir, verdict, report)
+
+    def _claim_run_dir(self) -> None:
+        """A directory of its own: two runs of one file started in the same second (parallel
+        CI jobs) get ``…-name`` and ``…-name-2``; mkdir is the atomic claim."""
+        base = self.run_dir
+        for attempt in range(1, 1000):
+            candidate = base if attempt == 1 else base.with_name(f"{base.name}-{attempt}")
+            try:
+                candidate.mkdir(parents=True, exist_ok=False)
+            except FileExistsError:
+                if self.settings.run_id is not None:
+                    raise HarnessError(f"run directory {candidate} exists already") from None
+                continue
+            self.run_dir, self.run_id = candidate, candidate.name
+            return
+        raise HarnessError(f"no free run directory next to {base}")
+
+    def _provision_and_experiment(self) -> None:
+        target: Target | None = None
+        try:
+            target = self._target_factory(self.loaded, self.settings, self.run_dir)
+            self.emit(EventType.TARGET_READY, target=target.describe())
+            self._experiment(target)
+        except InjectionError as exc:
+            self.state.errors.append(str(exc))
+        except Interrupted as exc:
+            self.state.abort = Abort(reason=str(exc), t=self.now(), rule="signal")
+            self.emit(EventType.ABORT, reason=str(exc))
+        except HarnessError as exc:
+            self.state.errors.append(str(exc))
+        except Exception as exc:  # a harness bug must still revert and leave a verdict
+            self.state.errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            self._interruptible = False
+            self._revert_all()
+            if target is not None:
+                self._collect_events(target)
+                try:
+                    target.stop()
+                except Exception as exc:
+                    self.state.errors.append(f"stopping the target: {exc}")
+        if self._signalled is not None and self.state.abort is None:
+            # However the interrupt ended (raised during the cleanup, or caught on its way),
+            # a signalled run is an aborted run: it never reports what it did not finish.
+            reason = f"interrupted by {self._signalled}"
+            self.state.abort = Abort(reason=reason, t=self.now(), rule="signal")
+            self.emit(EventType.ABORT, reason=reason)
+        if self._late_signals:
+            self.emit(EventType.MESSAGE, text=f"{', '.join(self._late_signals)} came while "
+                      "reverting and stopping: every revert still ran")  # fmt: skip
 
     def _experiment(self, target: Target) -> None:
         before = self._probe_phase(target, Phase.BEFORE, settle=self.settings.settle)
@@ -381,14 +428,19 @@ class Runner:
 
     def _revert(self, name: str) -> None:
         for entry in [e for e in self.state.applied if e.name == name]:
-            self.state.applied.remove(entry)
             assert entry.injector is not None
             try:
                 entry.injector.revert()
-            except RevertError as exc:
-                self.state.errors.append(str(exc))
-                self.emit(EventType.FAULT_FAILED, fault=name, stage="revert", error=str(exc))
+            except Interrupted:
+                raise  # still applied: the final revert of every fault runs it again
+            except Exception as exc:  # a RevertError, or a surprise: loud either way
+                self.state.applied.remove(entry)
+                error = str(exc) if isinstance(exc, RevertError) else f"reverting {name}: {exc!r}"
+                self.state.errors.append(error)
+                self.emit(EventType.FAULT_FAILED, fault=name, stage="revert", error=error)
                 continue
+            # Only once reverted: an interrupt inside revert() leaves it for the final pass.
+            self.state.applied.remove(entry)
             if entry.timed:
                 entry.window = Window(entry.window.applied, self.now())
                 self.state.windows[name] = entry.window

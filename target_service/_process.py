@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -127,7 +127,10 @@ class StackProcess:
         env: dict[str, str] | None = None,
         stderr: IO[Any] | int | None = None,
         timeout: float = 300.0,
+        on_started: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_started`` gets the supervisor's pid as soon as it exists, before the wait for
+        ``stack_ready`` (which loads every model): a caller can record it in a lease first."""
         command = [sys.executable, "-m", "target_service", "stack", "up", "--state", str(state),
                    "--registry", str(registry)]  # fmt: skip
         if config is not None:
@@ -135,8 +138,12 @@ class StackProcess:
         self.state_path = state
         self.process = WorkerProcess("", registry, env=env, stderr=stderr, command=command)
         try:
+            if on_started is not None:
+                on_started(self.process.proc.pid)
             ready = self.process.wait_for("stack_ready", timeout=timeout)
-        except WorkerProcessError:
+        except BaseException:
+            # Whatever ends the wait (a timeout, an exit, an interrupt raised by a signal
+            # handler): the supervisor and with it every worker it started are stopped.
             self.process.stop()
             raise
         self.url = str(ready["gateway"])

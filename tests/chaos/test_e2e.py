@@ -133,3 +133,78 @@ def test_a_harness_killed_mid_fault_is_repaired_by_the_next_run(
     wait_until(lambda: service_processes(tmp_path) == [], timeout=20, message="stack gone")
     assert not (isolated / "lease.json").exists()
     assert not any((isolated / "model-backups").glob("*"))
+
+
+def _journal_has(reports: Path, kind: str) -> bool:
+    journals = list(reports.glob("*/journal.jsonl"))
+    return bool(journals) and any(e["type"] == kind for e in read_journal(journals[0].parent))
+
+
+def _lease_names_the_stack(state: Path) -> bool:
+    try:
+        lease = json.loads((state / "lease.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return any(p["what"] == "stack" for p in lease["processes"])
+
+
+@pytest.mark.parametrize(
+    ("moment", "signals"),
+    [
+        ("provisioning", [signal.SIGTERM]),  # while the stack loads its models
+        ("load", [signal.SIGINT]),  # with the model file damaged
+        ("revert", [signal.SIGINT, signal.SIGTERM]),  # a second one while reverting
+    ],
+)
+def test_a_signal_to_the_harness_at_any_moment_leaves_nothing_behind(
+    moment: str, signals: list[signal.Signals], isolated: Path, registry: Path, tmp_path: Path
+) -> None:
+    reports = tmp_path / "reports"
+    log_path = tmp_path / "ichaos.log"
+    with log_path.open("w") as log:
+        harness = subprocess.Popen(
+            [sys.executable, "-m", "chaos", "run", str(SCENARIOS / "corrupted-checksum.yaml"),
+             "--report-dir", str(reports), "--quiet"],
+            stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
+        )  # fmt: skip
+    try:
+        if moment == "provisioning":
+            ready = lambda: _lease_names_the_stack(isolated)  # noqa: E731
+        else:
+            ready = lambda: _journal_has(reports, "fault_applied")  # noqa: E731
+        wait_until(ready, timeout=240, interval=0.1, message=f"the run's {moment}",
+                   process=harness)  # fmt: skip
+        owned = json.loads((isolated / "lease.json").read_text())["processes"]
+        assert owned, "the run holds its processes in the lease"
+        # To the harness's own pid, as a CI runner's cancel does: not to its process group,
+        # so nothing but the harness itself can stop the stack.
+        harness.send_signal(signals[0])
+        if len(signals) > 1:
+            wait_until(lambda: _journal_has(reports, "abort"), timeout=60, interval=0.02,
+                       message="the abort", process=harness)  # fmt: skip
+            harness.send_signal(signals[1])
+        code = harness.wait(timeout=240)
+    except ProcessExited as exc:
+        pytest.fail(f"{exc}; it said:\n{log_path.read_text()[-3000:]}")
+    finally:
+        if harness.poll() is None:
+            harness.kill()
+            harness.wait(timeout=10)
+    said = log_path.read_text()
+    assert code == 1, said  # aborted, with a verdict
+    (verdict_file,) = reports.glob("*/verdict.json")
+    verdict = json.loads(verdict_file.read_text())
+    assert verdict["status"] == "aborted", said
+    assert verdict["abort"]["reason"] == f"interrupted by {signals[0].name}"
+    assert "Traceback" not in said
+    if moment == "revert":
+        messages = [e.get("text", "") for e in read_journal(verdict_file.parent)]
+        assert any("SIGTERM came while reverting" in m for m in messages), messages
+    # Everything the run started is gone, the model file is whole again, and the next run's
+    # first step (the repair) finds nothing left to do.
+    wait_until(lambda: not any(alive(p["pid"], p["marker"]) for p in owned), timeout=30,
+               message="the run's processes gone")  # fmt: skip
+    assert service_processes(tmp_path) == []
+    assert not (isolated / "lease.json").exists()
+    assert corrupted_files(registry) == []
+    assert repair(isolated, log=lambda _m: None) == []

@@ -271,3 +271,54 @@ def test_a_generator_that_was_the_bottleneck_makes_the_run_invalid(harness: Harn
     assert result.verdict.status == "invalid" and result.exit_code == 1
     assert result.verdict.generator is not None and not result.verdict.valid
     assert any("schedule lag" in r for r in result.verdict.generator.reasons)
+
+
+def test_two_runs_started_in_the_same_second_get_directories_of_their_own(
+    tmp_path: Path, served: tuple[str, Service], service: Service
+) -> None:
+    path = tmp_path / "tiny.yaml"
+    path.write_text("name: tiny\nload: {rate: 10/s, duration: 1s}\n")
+    loaded = load_scenario(path)
+
+    def runner() -> Runner:
+        return Runner(loaded, RunSettings(report_dir=tmp_path / "reports", settle=1.0),
+                      target_factory=lambda *_a: FakeTarget(served[0]))  # fmt: skip
+
+    first, second = runner(), runner()
+    first.run_dir.mkdir(parents=True)  # the other job got there first, in this very second
+    result = second.run()
+    assert result.run_dir.name == f"{first.run_dir.name}-2" == result.verdict.run_id
+    assert (result.run_dir / "verdict.json").is_file()
+
+
+def test_a_second_signal_while_reverting_is_said_and_every_revert_still_runs(
+    harness: Harness,
+) -> None:
+    class SlowToRevert(Breaks):
+        def _revert(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # the impatient second Ctrl-C, mid-revert
+            super()._revert()
+
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        path = harness.tmp_path / "scenario.yaml"
+        path.write_text(SCENARIO.replace("duration: 5s", "duration: 10s"))
+        injectors: list[Breaks] = []
+
+        def injector_factory(*_args: Any) -> Breaks:
+            injectors.append(SlowToRevert(harness.service))
+            return injectors[-1]
+
+        result = Runner(
+            load_scenario(path), RunSettings(report_dir=harness.tmp_path / "r", settle=1.0),
+            observers=[harness.events.append],
+            target_factory=lambda *_a: FakeTarget(harness.url), injector_factory=injector_factory,
+        ).run()  # fmt: skip
+    finally:
+        timer.cancel()
+    assert result.verdict.status == "aborted" and result.verdict.abort is not None
+    assert result.verdict.abort.reason == "interrupted by SIGINT"
+    assert injectors[0].calls == ["apply", "revert"] and not harness.service.failing
+    messages = [e.data.get("text", "") for e in harness.events if e.type.value == "message"]
+    assert any("SIGTERM came while reverting" in m for m in messages), messages
