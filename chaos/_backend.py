@@ -24,7 +24,13 @@ import httpx
 import yaml
 
 from ._errors import ApplyError, BackendError, HarnessError
-from ._injectors import Injector, SignalInjector, SignalKind, restore_leftovers
+from ._injectors import (
+    Injector,
+    SignalInjector,
+    SignalKind,
+    process_cmdline,
+    restore_leftovers,
+)
 from ._toxiproxy import ToxiproxyClient, ToxiproxyError, ToxiproxyServer, ToxiproxyUnavailable
 from ._wait import wait_until
 
@@ -47,15 +53,8 @@ def registry_dir() -> Path:
     return Path(os.environ.get("ICHAOS_REGISTRY", ".ichaos/registry"))
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
 def _gone(pid: int, marker: str) -> Callable[[], bool]:
-    return lambda: marker not in _cmdline(pid)
+    return lambda: marker not in process_cmdline(pid)
 
 
 def repair(state: Path, *, log: Any = print) -> list[str]:
@@ -70,12 +69,12 @@ def repair(state: Path, *, log: Any = print) -> list[str]:
             owned = {}
         for entry in owned.get("processes", []):
             pid, marker = int(entry["pid"]), str(entry["marker"])
-            if marker and marker in _cmdline(pid):
+            if marker and marker in process_cmdline(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
                     with contextlib.suppress(HarnessError):
                         wait_until(_gone(pid, marker), timeout=15)
-                    if marker in _cmdline(pid):
+                    if marker in process_cmdline(pid):
                         os.kill(pid, signal.SIGKILL)
                 done.append(f"stopped {entry['what']} (pid {pid}) left by an earlier run")
                 log(done[-1])
@@ -180,10 +179,11 @@ class Target:
     ) -> Injector:
         """A kill, terminate or pause of the gateway (``replicas`` None) or of these replicas."""
         if replicas is None:
-            pids = [self.gateway_pid()]
+            pids, marker = [self.gateway_pid()], "target_service gateway"
         else:
             pids = [int(self.worker(pool, index)["pid"]) for pool, index in replicas]
-        return SignalInjector(pids, kind, label=label)
+            marker = "target_service worker"
+        return SignalInjector(pids, kind, label=label, marker=marker)
 
     def network_partition(self, replicas: list[tuple[str, int]]) -> Injector:
         """These replicas cut off the stack's network (only containers have one to cut)."""

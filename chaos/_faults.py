@@ -51,9 +51,20 @@ class InjectorGroup(Injector):
             for part in self.parts:
                 part.apply()
                 done.append(part)
-        except BaseException:
+        except BaseException as exc:
+            stuck = []
             for part in reversed(done):
-                part.revert()
+                try:
+                    part.revert()
+                except RevertError as undo:
+                    stuck.append(str(undo))
+            if stuck:
+                # Not "nothing left applied": the parts that would not undo are still in
+                # place; the group stays applied and its revert tries them again.
+                raise RevertError(
+                    f"{self.name}: {exc}; undoing the parts already applied failed: "
+                    + "; ".join(stuck)
+                ) from exc
             raise
 
     def _revert(self) -> None:

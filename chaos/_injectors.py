@@ -23,8 +23,9 @@ from typing import Any
 
 import httpx
 
-from ._errors import ApplyError, RevertError
+from ._errors import ApplyError, RevertError, WaitTimeout
 from ._toxiproxy import Toxic, ToxiproxyClient, ToxiproxyError
+from ._wait import wait_until
 
 
 class Injector(ABC):
@@ -49,6 +50,11 @@ class Injector(ABC):
         try:
             self._apply()
         except ApplyError:
+            raise
+        except RevertError:
+            # The apply failed and so did undoing what of it took: something of it is still
+            # in place, so it counts as applied, and the next revert() tries again.
+            self.applied = True
             raise
         except Exception as exc:
             raise ApplyError(f"{self.description}: {exc}") from exc
@@ -86,6 +92,13 @@ class ToxicInjector(Injector):
 
     def _apply(self) -> None:
         self.client.add_toxic(self.proxy, self.toxic)
+        # Read back from the server, not from its answer to the add: what is in place now.
+        found = [t for t in self.client.toxics(self.proxy) if t.name == self.toxic.name]
+        problem = _toxic_differs(self.toxic, found[0]) if found else "it is not on the proxy"
+        if problem:
+            with contextlib.suppress(ToxiproxyError):
+                self.client.remove_toxic(self.proxy, self.toxic.name)
+            raise ApplyError(f"{self.description}: read back from Toxiproxy, {problem}")
 
     def _revert(self) -> None:
         try:
@@ -93,6 +106,20 @@ class ToxicInjector(Injector):
         except ToxiproxyError as exc:
             if exc.status != 404:  # already gone is reverted
                 raise
+        if any(t.name == self.toxic.name for t in self.client.toxics(self.proxy)):
+            raise RevertError(f"{self.description}: still on the proxy after its removal")
+
+
+def _toxic_differs(wanted: Toxic, found: Toxic) -> str | None:
+    """What of ``wanted`` the server does not hold (None: all of it). The server adds every
+    attribute it knows with its default, so only the ones asked for are compared."""
+    if found.type is not wanted.type or found.stream is not wanted.stream:
+        return f"it is a {found.stream.value} {found.type.value} toxic"
+    if abs(found.toxicity - wanted.toxicity) > 1e-9:
+        return f"its toxicity is {found.toxicity:g}, not {wanted.toxicity:g}"
+    wrong = {k: found.attributes.get(k) for k, v in wanted.attributes.items()
+             if found.attributes.get(k) != v}  # fmt: skip
+    return f"its attributes are {wrong}, not {wanted.attributes}" if wrong else None
 
 
 class PartitionInjector(Injector):
@@ -108,9 +135,13 @@ class PartitionInjector(Injector):
 
     def _apply(self) -> None:
         self.client.update_proxy(self.proxy, enabled=False)
+        if self.client.proxy(self.proxy).enabled:
+            raise ApplyError(f"{self.description}: read back, the proxy is still enabled")
 
     def _revert(self) -> None:
         self.client.update_proxy(self.proxy, enabled=True)
+        if not self.client.proxy(self.proxy).enabled:
+            raise RevertError(f"{self.description}: read back, the proxy is still disabled")
 
 
 class SignalKind(StrEnum):
@@ -124,37 +155,102 @@ _SIGNALS = {SignalKind.KILL: signal.SIGKILL, SignalKind.TERMINATE: signal.SIGTER
 
 
 class SignalInjector(Injector):
-    """A signal to one or more processes (workers or the gateway), by pid."""
+    """A signal to one or more processes (workers or the gateway), by pid.
 
-    def __init__(self, pids: list[int], kind: SignalKind, label: str = "") -> None:
+    ``marker`` is what each process's command line must contain: a pid read from a state
+    file may since belong to another process (the worker restarted, the pid was reused), and
+    a signal to that one is refused, not sent. After the signal, the effect is read back from
+    ``/proc``: a kill or terminate must end the process (a zombie counts), a pause must stop it.
+    """
+
+    def __init__(
+        self, pids: list[int], kind: SignalKind, label: str = "", *, marker: str = "",
+        settle: float = 10.0,
+    ) -> None:  # fmt: skip
         super().__init__()
         if not pids:
             raise ValueError("SignalInjector needs at least one pid")
         self.pids, self.kind, self.label = pids, kind, label or f"pids {pids}"
+        self.marker, self.settle = marker, settle
 
     @property
     def description(self) -> str:
         return f"{self.kind.value} of {self.label}"
 
     def _apply(self) -> None:
+        for pid in self.pids:
+            line = _settled_cmdline(pid)
+            if not line or self.marker not in line:
+                seen = f"its command line is {line[:120]!r}" if line else "it is gone"
+                raise ApplyError(f"{self.description}: pid {pid} is no longer the target: {seen}")
         sent: list[int] = []
         try:
             for pid in self.pids:
                 os.kill(pid, _SIGNALS[self.kind])
                 sent.append(pid)
-        except ProcessLookupError as exc:
+            for pid in self.pids:
+                self._took_effect(pid)
+        except (ProcessLookupError, ApplyError) as exc:
             # Leave nothing half-applied: resume whatever this pause already stopped.
             if self.kind is SignalKind.PAUSE:
                 for pid in sent:
                     _continue(pid)
+            if isinstance(exc, ApplyError):
+                raise
             raise ApplyError(
                 f"{self.description}: no process {exc.filename or ''}".strip()
             ) from exc
+
+    def _took_effect(self, pid: int) -> None:
+        if self.kind is SignalKind.PAUSE:
+            held, what = lambda: process_state(pid) in ("T", "t", "Z", ""), "stopped"
+        else:
+            held, what = lambda: process_state(pid) in ("Z", ""), "ended"
+        try:
+            wait_until(held, timeout=self.settle, interval=0.02, message=f"pid {pid} {what}")
+        except WaitTimeout as exc:
+            raise ApplyError(f"{self.description}: pid {pid} was signalled but not {what} "
+                             f"within {self.settle:g}s") from exc  # fmt: skip
 
     def _revert(self) -> None:
         if self.kind is SignalKind.PAUSE:
             for pid in self.pids:
                 _continue(pid)
+            for pid in self.pids:
+                try:
+                    wait_until(_running(pid), timeout=self.settle, interval=0.02)
+                except WaitTimeout as exc:
+                    raise RevertError(f"{self.description}: pid {pid} still stopped") from exc
+
+
+def _settled_cmdline(pid: int) -> str:
+    """The command line of a live process; a process caught between fork and exec has none
+    for an instant, so an empty one of a live process is read again (briefly)."""
+    with contextlib.suppress(WaitTimeout):
+        wait_until(lambda: process_cmdline(pid) or process_state(pid) in ("", "Z"),
+                   timeout=1.0, interval=0.01)  # fmt: skip
+    return process_cmdline(pid)
+
+
+def _running(pid: int) -> Callable[[], bool]:
+    return lambda: process_state(pid) not in ("T", "t")
+
+
+def process_cmdline(pid: int) -> str:
+    """A process's command line, arguments joined by spaces ('' when it is gone or a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def process_state(pid: int) -> str:
+    """The state letter of ``/proc/PID/stat`` (R, S, T, Z, ...); '' when there is no process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[0]
 
 
 def _continue(pid: int) -> None:
@@ -190,16 +286,54 @@ class GpuFaultInjector(Injector):
         )  # fmt: skip
         if response.status_code != 200:
             raise ApplyError(f"{self.description}: HTTP {response.status_code}: {response.text}")
+        # The worker answers with its hooks' state as it was right after the change: read back
+        # there, since a gpu_error may end the worker before any later read.
+        if not self._is_set(_hooks(response)):
+            self._clear()
+            raise ApplyError(f"{self.description}: the worker says it is not set: {response.text}")
 
-    def _revert(self) -> None:
+    def _is_set(self, hooks: dict[str, Any]) -> bool:
+        state = hooks.get(self.kind.value)
+        if not isinstance(state, dict):
+            return False
+        if self.kind is GpuFault.GPU_ERROR:
+            return bool(state.get("armed") or state.get("fired"))
+        if self.kind is GpuFault.SLOW and "ms_per_token" in self.params:
+            return (
+                bool(state.get("active"))
+                and state.get("ms_per_token") == self.params["ms_per_token"]
+            )
+        if self.kind is GpuFault.OOM:
+            return bool(state.get("active") or state.get("remaining") == 0)
+        return bool(state.get("active"))
+
+    def _clear(self) -> httpx.Response | None:
         try:
-            response = httpx.delete(
+            return httpx.delete(
                 f"{self.url}/admin/faults/{self.kind.value}", headers=self.headers, timeout=5
             )
         except httpx.ConnectError:
-            return  # the worker is gone (gpu_error ends it): its fault state went with it
+            return None  # the worker is gone (gpu_error ends it): its fault state went with it
+
+    def _revert(self) -> None:
+        response = self._clear()
+        if response is None:
+            return
         if response.status_code != 200:
             raise RevertError(f"{self.description}: clear: HTTP {response.status_code}")
+        state = _hooks(response).get(self.kind.value)
+        still = isinstance(state, dict) and (state.get("active") or state.get("armed"))
+        if not isinstance(state, dict) or still:
+            raise RevertError(f"{self.description}: the worker says it is still set: "
+                              f"{response.text}")  # fmt: skip
+
+
+def _hooks(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 class Corruption(StrEnum):
@@ -265,10 +399,24 @@ class ModelCorruptionInjector(Injector):
         if _sha256(backup) != original:
             shutil.rmtree(self.slot, ignore_errors=True)
             raise ApplyError(f"{self.description}: the backup does not match the original")
+        damaged = self._damaged()
+        same = (
+            _sha256(damaged) == original
+            if isinstance(damaged, Path)
+            else (hashlib.sha256(damaged).hexdigest() == original)
+        )
+        if same:
+            shutil.rmtree(self.slot, ignore_errors=True)
+            raise ApplyError(
+                f"{self.description}: the damaged file would be byte for byte the original "
+                "(a swap with an identical file changes nothing)"
+            )
         marker = {"target": str(self.target.resolve()), "sha256": original}
         (self.slot / _MARKER).write_text(json.dumps(marker))
         try:
-            _replace(self.target, self._damaged())
+            _replace(self.target, damaged)
+            if _sha256(self.target) == original:
+                raise ApplyError(f"{self.description}: read back, the file is unchanged")
         except BaseException:
             _restore(self.slot)
             raise

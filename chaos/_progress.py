@@ -87,16 +87,12 @@ class Progress:
         summary = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
         self._line(f"  requests: {summary}")
         for outcome in verdict.expectations:
-            mark = {Judgement.MET: "✓", Judgement.NOT_MET: "✗"}.get(outcome.judgement, "∅")
             value = "—" if outcome.measured is None else f"{outcome.measured:.4g}"
             detail = f"; {outcome.detail}" if outcome.detail else ""
-            allowed = (
-                " (allowed)" if outcome.judgement is Judgement.NO_DATA and outcome.passed else ""
-            )
-            self._line(
-                f"  {mark} {outcome.description}: {outcome.judgement}{allowed}, {value} "
-                f"({outcome.evidence}{detail})"
-            )
+            if outcome.judgement is Judgement.NO_DATA:
+                value = "no data" + (" (allowed)" if outcome.passed else "")
+            mark = "✓" if outcome.passed else "✗"
+            self._line(f"  {mark} {outcome.description}: {value} ({outcome.evidence}{detail})")
         for slo in verdict.slos:
             consumed = (
                 "no events"

@@ -415,6 +415,8 @@ class Runner:
         try:
             injector.apply()
         except InjectionError as exc:
+            if injector.applied:  # a part would not undo: the final revert tries it again
+                self.state.applied.append(entry)
             self.emit(EventType.FAULT_FAILED, fault=name, stage="apply", error=str(exc))
             raise
         entry.window = Window(self.now(), None)

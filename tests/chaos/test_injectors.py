@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,10 @@ from chaos import (
     Corruption,
     GpuFault,
     GpuFaultInjector,
+    Injector,
     ModelCorruptionInjector,
     PartitionInjector,
+    RevertError,
     SignalInjector,
     SignalKind,
     Toxic,
@@ -29,6 +32,8 @@ from chaos import (
     restore_leftovers,
     wait_until,
 )
+from chaos._faults import InjectorGroup
+from chaos._injectors import process_state
 from tests.conftest import ADMIN_TOKEN, Workers, needs_service
 
 
@@ -51,6 +56,19 @@ def test_latency_toxic_adds_its_latency_and_reverts_idempotently(
     assert client.toxics("hop") == [] and not injector.applied
     injector.revert()  # reverting twice is harmless
     assert fetch(port) < 0.25
+
+
+def test_a_toxic_the_server_does_not_hold_as_asked_is_refused_and_removed(
+    client: ToxiproxyClient, upstream: str
+) -> None:
+    client.create_proxy("hop", upstream)
+    # Toxiproxy takes the toxic but drops an attribute it does not know: what applied is not
+    # what the scenario asked for, so it is not left in place under that name.
+    odd = Toxic(name="odd", type=ToxicType.LATENCY, attributes={"latency": 100, "spread": 7})
+    injector = ToxicInjector(client, "hop", odd)
+    with pytest.raises(ApplyError, match=r"read back from Toxiproxy, its attributes are"):
+        injector.apply()
+    assert client.toxics("hop") == [] and not injector.applied
 
 
 def test_a_refused_toxic_is_an_apply_error_and_leaves_nothing(
@@ -91,7 +109,9 @@ def sleepers() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def test_kill_kills_every_target(sleepers: list[subprocess.Popen[bytes]]) -> None:
-    SignalInjector([p.pid for p in sleepers], SignalKind.KILL).apply()
+    injector = SignalInjector([p.pid for p in sleepers], SignalKind.KILL, marker="sleep")
+    injector.apply()  # returns once both are read back as ended (zombies until reaped)
+    assert all(process_state(p.pid) == "Z" for p in sleepers)
     assert [p.wait(timeout=5) for p in sleepers] == [-9, -9]
 
 
@@ -109,10 +129,38 @@ def test_a_missing_target_resumes_what_the_pause_already_stopped(
     gone = subprocess.Popen(["true"])
     gone.wait()
     injector = SignalInjector([sleepers[0].pid, gone.pid], SignalKind.PAUSE)
-    with pytest.raises(ApplyError, match="no process"):
+    with pytest.raises(ApplyError, match=rf"pid {gone.pid} is no longer the target: it is gone"):
         injector.apply()
     assert not injector.applied
     wait_until(lambda: _state(sleepers[0].pid) != "T", timeout=5)
+
+
+def test_a_pid_that_is_no_longer_the_target_is_never_signalled(
+    sleepers: list[subprocess.Popen[bytes]],
+) -> None:
+    # The state file said a worker had this pid; now it is a `sleep` (restarted, pid reused).
+    injector = SignalInjector([sleepers[0].pid], SignalKind.KILL, marker="target_service worker")
+    with pytest.raises(ApplyError, match="no longer the target: its command line is 'sleep 60'"):
+        injector.apply()
+    assert sleepers[0].poll() is None and process_state(sleepers[0].pid) in ("S", "R")
+
+
+def test_a_signal_that_does_not_take_effect_is_an_apply_error() -> None:
+    stubborn = subprocess.Popen([sys.executable, "-c", (
+        "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )], stdout=subprocess.PIPE)  # fmt: skip
+    try:
+        assert stubborn.stdout is not None and stubborn.stdout.readline() == b"ready\n"
+        injector = SignalInjector([stubborn.pid], SignalKind.TERMINATE, settle=0.5)
+        with pytest.raises(ApplyError, match=r"signalled but not ended within 0\.5s"):
+            injector.apply()
+        assert stubborn.poll() is None  # it ignored SIGTERM: the fault did not happen
+    finally:
+        stubborn.kill()
+        stubborn.wait()
+        assert stubborn.stdout is not None
+        stubborn.stdout.close()
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +250,48 @@ def test_corrupting_a_missing_file_is_an_apply_error(tmp_path: Path) -> None:
     with pytest.raises(ApplyError, match="no such file"):
         injector.apply()
     assert restore_leftovers(tmp_path / "s") == []
+
+
+def test_a_no_op_corruption_is_refused_and_touches_nothing(tmp_path: Path) -> None:
+    target, twin = tmp_path / "v1" / "model.safetensors", tmp_path / "v2" / "model.safetensors"
+    for path in (target, twin):
+        path.parent.mkdir()
+        path.write_bytes(b"the very same weights")
+    state = tmp_path / "state"
+    injector = ModelCorruptionInjector(target, Corruption.SWAP, state, swap_with=twin)
+    with pytest.raises(ApplyError, match="byte for byte the original"):
+        injector.apply()
+    assert target.read_bytes() == b"the very same weights" and not injector.applied
+    assert not any((state / "model-backups").glob("*"))
+
+
+class _Part(Injector):
+    def __init__(self, name: str, *, apply_fails: bool = False, revert_fails: int = 0) -> None:
+        super().__init__()
+        self.name, self.apply_fails, self.revert_fails = name, apply_fails, revert_fails
+        self.live = False
+
+    @property
+    def description(self) -> str:
+        return self.name
+
+    def _apply(self) -> None:
+        if self.apply_fails:
+            raise ApplyError(f"{self.name} refused")
+        self.live = True
+
+    def _revert(self) -> None:
+        if self.revert_fails:
+            self.revert_fails -= 1
+            raise RevertError(f"{self.name} would not undo")
+        self.live = False
+
+
+def test_a_group_whose_rollback_fails_says_so_and_stays_applied() -> None:
+    first, second = _Part("first", revert_fails=1), _Part("second", apply_fails=True)
+    group = InjectorGroup("both", [first, second])
+    with pytest.raises(RevertError, match=r"second refused; undoing .* first would not undo"):
+        group.apply()
+    assert group.applied and first.live  # not "nothing left applied": first still is
+    group.revert()  # the runner's final revert: this time it undoes
+    assert not group.applied and not first.live
