@@ -154,6 +154,7 @@ class LoadGenerator:
         self.on_record = on_record
         self.origin = origin
         self.first_index = first_index
+        self._pending: dict[int, LoadRecord] = {}  # sent, not yet answered
         # Set when the first request is due: t = 0 of the run, on both clocks, so a runner can
         # schedule faults on the same time axis as the requests.
         self.started = threading.Event()
@@ -194,6 +195,7 @@ class LoadGenerator:
                     if self.on_record is not None:
                         self.on_record(record)
                     continue
+                self._pending[record.index] = record
                 task = asyncio.create_task(self._send(client, record, start))
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
@@ -246,8 +248,13 @@ class LoadGenerator:
         except Exception as exc:  # one request's surprise is its error, not the generator's end
             record.error = f"client: {type(exc).__name__}: {exc}"[:200]
         record.end = now()
+        self._pending.pop(record.index, None)
         if self.on_record is not None:
             self.on_record(record)
+
+    def pending(self) -> list[LoadRecord]:
+        """The requests sent and not answered yet (safe to call from another thread)."""
+        return list(self._pending.copy().values())
 
     async def _stream(
         self,

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from slo import SLO, Evaluation, evaluate
+from slo import SLO, Evaluation, RequestRecord, evaluate
 
 from ._backend import LocalTarget, Target, UrlTarget
 from ._errors import HarnessError, InjectionError, ReportError, RevertError, WaitTimeout
@@ -180,6 +180,7 @@ class Runner:
         self._lock = threading.Lock()
         self.state = _State()
         self._next_index = 0
+        self._generators: list[LoadGenerator] = []  # the main load's and every burst's
         self._interruptible = True  # False once the final revert and stop have begun
         self._signalled: str | None = None  # the first SIGINT/SIGTERM, whatever became of it
         self._late_signals: list[str] = []
@@ -318,6 +319,7 @@ class Runner:
             target.url, times, self._requests(), on_record=self._on_record,
             timeout_s=load.timeout, max_lag_p99_s=load.max_lag, max_cpu_share=load.max_cpu,
         )  # fmt: skip
+        self._generators.append(generator)
         main = _LoadThread("load", generator)
         main.start()
         try:
@@ -468,6 +470,7 @@ class Runner:
             timeout_s=load.timeout, max_lag_p99_s=load.max_lag, max_cpu_share=load.max_cpu,
         )  # fmt: skip
         self._next_index += len(times)
+        self._generators.append(generator)
         thread = _LoadThread(f"burst {name}", generator)
         thread.start()
         self.state.windows[name] = Window(start, start + fault.duration)
@@ -522,11 +525,9 @@ class Runner:
     def _sli_probe(self, probe: SliProbe) -> ProbeResult:
         slo = self.slos[probe.slo]
         now = self.now()
-        with self._lock:
-            records = list(self.state.records)
         if now is None:
             return ProbeResult(probe=probe.name, ok=True, detail="no load yet")
-        recent = [r.to_slo() for r in records if r.scheduled >= now - probe.window]
+        recent = self._slo_window(slo, now, probe.window)
         if not recent:
             return ProbeResult(probe=probe.name, ok=True, detail="no requests in the window")
         ev = evaluate(slo, recent)
@@ -534,6 +535,34 @@ class Runner:
         ok = ev.sli is None or ev.sli >= floor
         detail = f"{slo.name} SLI over {probe.window:g}s: {ev.sli} ({ev.total} events)"
         return ProbeResult(probe=probe.name, ok=ok, value=ev.sli, bound=floor, detail=detail)
+
+    def _finished_since(self, since: float) -> list[LoadRecord]:
+        with self._lock:
+            return [r for r in self.state.records if r.scheduled >= since]
+
+    def _overdue(self, now: float, since: float, bound: float) -> list[LoadRecord]:
+        """Requests scheduled from ``since`` on that are still unanswered after ``bound``
+        seconds: whatever their answer will be, it is already too late."""
+        return [
+            r for g in self._generators for r in g.pending()
+            if r.scheduled >= since and now - r.scheduled > bound
+        ]  # fmt: skip
+
+    def _slo_window(self, slo: SLO, now: float, window: float) -> list[RequestRecord]:
+        """The SLO's view of the last ``window``: finished requests, and unanswered ones older
+        than the SLI's threshold (the load's timeout for availability) as bad ones, so a
+        total hang shows in probes and aborts before the first answer or timeout."""
+        since = now - window
+        threshold = getattr(slo.sli, "threshold", None)
+        bound = float(threshold) if threshold is not None else self.scenario.load.timeout
+        records = [r.to_slo() for r in self._finished_since(since)]
+        for r in self._overdue(now, since, bound):
+            age = now - r.scheduled
+            if threshold is not None:  # too slow already: a late success is still bad
+                records.append(RequestRecord(r.scheduled, status=200, latency_s=age, ttft_s=age))
+            else:
+                records.append(RequestRecord(r.scheduled, status=None, error="overdue"))
+        return records
 
     def _record_probe(self, phase: Phase, result: ProbeResult) -> None:
         self.state.probes.setdefault(phase.value, []).append(result)
@@ -566,26 +595,32 @@ class Runner:
             if isinstance(rule, ProbeAbort):
                 if self.state.probe_streak[rule.probe] >= rule.failures:
                     reason = f"probe {rule.probe} failed {rule.failures} times in a row"
-            else:
-                with self._lock:
-                    recent = [r for r in self.state.records if r.scheduled >= now - rule.window]
+            elif isinstance(rule, ErrorRatioAbort):
+                bound = rule.overdue or self.scenario.load.timeout
+                finished = self._finished_since(now - rule.window)
+                overdue = self._overdue(now, now - rule.window, bound)
+                judged = len(finished) + len(overdue)
+                if judged < rule.min_requests:
+                    continue
+                failed = len(overdue) + sum(
+                    1 for r in finished if classify(r) is RequestOutcome.FAILED
+                )
+                ratio = failed / judged
+                if ratio > rule.above:
+                    reason = (
+                        f"error ratio {ratio:.1%} over the last {rule.window:g}s "
+                        f"> {rule.above:.1%} ({len(overdue)} unanswered for over {bound:g}s)"
+                    )
+            elif isinstance(rule, BurnRateAbort):
+                recent = self._slo_window(self.slos[rule.slo], now, rule.window)
                 if len(recent) < rule.min_requests:
                     continue
-                if isinstance(rule, ErrorRatioAbort):
-                    failed = sum(1 for r in recent if classify(r) is RequestOutcome.FAILED)
-                    ratio = failed / len(recent)
-                    if ratio > rule.above:
-                        reason = (
-                            f"error ratio {ratio:.1%} over the last {rule.window:g}s "
-                            f"> {rule.above:.1%}"
-                        )
-                elif isinstance(rule, BurnRateAbort):
-                    ev = evaluate(self.slos[rule.slo], [r.to_slo() for r in recent])
-                    if ev.burn_rate is not None and ev.burn_rate > rule.above:
-                        reason = (
-                            f"{rule.slo} burn rate {ev.burn_rate:.1f}× over the last "
-                            f"{rule.window:g}s > {rule.above:g}×"
-                        )
+                ev = evaluate(self.slos[rule.slo], recent)
+                if ev.burn_rate is not None and ev.burn_rate > rule.above:
+                    reason = (
+                        f"{rule.slo} burn rate {ev.burn_rate:.1f}× over the last "
+                        f"{rule.window:g}s > {rule.above:g}×"
+                    )
             if reason is not None:
                 self.state.abort = Abort(reason=reason, t=now, rule=rule.kind)
                 self.emit(EventType.ABORT, reason=reason)

@@ -437,6 +437,12 @@ class ErrorRatioAbort(_Strict):
     above: float = Field(gt=0, le=1)
     window: Duration = Field(default=5.0, gt=0)
     min_requests: int = Field(default=20, ge=1)
+    overdue: Duration | None = Field(
+        default=None,
+        gt=0,
+        description="a request still unanswered this long counts as failed (default: the "
+        "load's timeout), so a total hang trips the abort before the first timeout",
+    )
 
 
 class ProbeAbort(_Strict):

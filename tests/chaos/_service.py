@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -20,8 +21,13 @@ class Service:
     def __init__(self) -> None:
         self.failing = False
         self.ready = True
+        self.hanging = False  # answers wait while set (and go out once it is cleared)
 
     async def generate(self, _request: Request) -> Response:
+        # Polled: the switch is flipped from the test's thread, and an asyncio.Event belongs
+        # to the server's loop in its own thread.
+        while self.hanging:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
         if self.failing:
             return JSONResponse({"error": {"type": "worker_failed"}}, status_code=503)
         return JSONResponse(

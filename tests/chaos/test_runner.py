@@ -34,9 +34,9 @@ from tests.chaos._service import Service
 @pytest.fixture
 def service(served: tuple[str, Service]) -> Iterator[Service]:
     _, state = served
-    state.failing, state.ready = False, True
+    state.failing, state.ready, state.hanging = False, True, False
     yield state
-    state.failing, state.ready = False, True
+    state.failing, state.ready, state.hanging = False, True, False
 
 
 class FakeTarget(Target):
@@ -56,9 +56,13 @@ class FakeTarget(Target):
 class Breaks(Injector):
     """Makes the service answer 503 while applied."""
 
-    def __init__(self, service: Service, *, apply_fails: bool = False, revert_fails: bool = False):
+    def __init__(
+        self, service: Service, *, apply_fails: bool = False, revert_fails: bool = False,
+        hang: bool = False,
+    ):  # fmt: skip
         super().__init__()
         self.service, self.apply_fails, self.revert_fails = service, apply_fails, revert_fails
+        self.hang = hang
         self.calls: list[str] = []
 
     @property
@@ -69,13 +73,16 @@ class Breaks(Injector):
         self.calls.append("apply")
         if self.apply_fails:
             raise ApplyError("the proxy is gone")
-        self.service.failing = True
+        if self.hang:
+            self.service.hanging = True
+        else:
+            self.service.failing = True
 
     def _revert(self) -> None:
         self.calls.append("revert")
         if self.revert_fails:
             raise RevertError("toxiproxy does not answer")
-        self.service.failing = False
+        self.service.failing = self.service.hanging = False
 
 
 class Harness:
@@ -322,3 +329,24 @@ def test_a_second_signal_while_reverting_is_said_and_every_revert_still_runs(
     assert injectors[0].calls == ["apply", "revert"] and not harness.service.failing
     messages = [e.data.get("text", "") for e in harness.events if e.type.value == "message"]
     assert any("SIGTERM came while reverting" in m for m in messages), messages
+
+
+def test_a_total_hang_trips_an_abort_before_any_request_times_out(harness: Harness) -> None:
+    # Nothing answers from 1 s on; requests would time out only at 11 s. Unanswered ones older
+    # than `overdue` count as failed, so the abort sees the hang while it is happening.
+    result = harness.run(
+        """\
+        name: hang
+        load: {rate: 20/s, duration: 14s, timeout: 10s}
+        faults:
+          - {name: freeze, kind: partition, hop: client, at: 1s, duration: 12s}
+        abort:
+          - {kind: error_ratio, above: 0.5, window: 3s, min_requests: 10, overdue: 1s}
+        """,
+        hang=True,
+    )
+    verdict = result.verdict
+    assert verdict.status == "aborted" and verdict.abort is not None
+    assert "unanswered for over 1s" in verdict.abort.reason
+    assert verdict.abort.t is not None and verdict.abort.t < 11.0  # before the first timeout
+    assert harness.injectors[0].calls == ["apply", "revert"] and not harness.service.hanging
