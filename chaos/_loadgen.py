@@ -64,6 +64,12 @@ class LoadRecord:
     def ttft_s(self) -> float | None:
         return None if self.first_token is None else self.first_token - self.scheduled
 
+    @property
+    def tpot_s(self) -> float | None:
+        """Time per output token after the first: (last token - first token) / (tokens - 1),
+        the mean of the inter-token gaps; None with fewer than two streamed tokens."""
+        return sum(self.gaps) / len(self.gaps) if self.gaps else None
+
     def to_slo(self) -> RequestRecord:
         return RequestRecord(
             self.scheduled,

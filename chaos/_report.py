@@ -332,6 +332,24 @@ def _charts(data: RunData) -> str:
             ttft.append(Series(f"TTFT p{q}", values, css))
         out.append(line_chart(title="Time to first token", unit="ms", series=ttft, ident="ttft",
                               **common))  # fmt: skip
+    if any(r.get("gaps") for r in data.requests):
+        # Inter-token latency: every gap between two streamed tokens, of the requests scheduled
+        # in the bin; time per output token: each request's mean gap (see LoadRecord.tpot_s).
+        itl, tpot = [], []
+        for q, css in ((50, "s0"), (99, "s3")):
+            gaps = [_percentile([float(g) * 1000 for r in b for g in r.get("gaps") or []], q)
+                    for b in bins]  # fmt: skip
+            itl.append(Series(f"ITL p{q}", gaps, css))
+            per_request = [
+                _percentile([float(r["tpot_s"]) * 1000 for r in b if r.get("tpot_s") is not None],
+                            q)
+                for b in bins
+            ]  # fmt: skip
+            tpot.append(Series(f"TPOT p{q}", per_request, css))
+        out.append(line_chart(title="Inter-token latency", unit="ms", series=itl, ident="itl",
+                              **common))  # fmt: skip
+        out.append(line_chart(title="Time per output token", unit="ms", series=tpot,
+                              ident="tpot", **common))  # fmt: skip
     records = data.records()
     remaining, burn = [], []
     for i, slo in enumerate(data.slos()):

@@ -512,7 +512,8 @@ class Runner:
             first_byte=record.first_byte, first_token=record.first_token, end=record.end,
             status=record.status, error=record.error, model=record.model,
             version=record.version, degraded=record.degraded, tokens=record.tokens,
-            latency_s=record.latency_s, ttft_s=record.ttft_s,
+            latency_s=record.latency_s, ttft_s=record.ttft_s, tpot_s=record.tpot_s,
+            gaps=[round(g, 6) for g in record.gaps],
         )  # fmt: skip
 
     # -- steady state and abort ------------------------------------------------------------

@@ -60,6 +60,9 @@ def make_run(
             "sent": t, "end": t + 0.05, "status": status_code, "error": None,
             "degraded": inside and status_code == 200, "latency_s": 0.05 + (0.2 if inside else 0),
             "ttft_s": 0.02 if stream else None, "model": "primary", "version": "v1", "tokens": 8,
+            # Seven gaps of 3 ms (15 ms inside the fault) between the eight streamed tokens.
+            "gaps": [0.015 if inside else 0.003] * 7 if stream else [],
+            "tpot_s": (0.015 if inside else 0.003) if stream else None,
         })  # fmt: skip
     if status != "incomplete":
         events += [

@@ -61,9 +61,15 @@ def test_a_crashed_run_renders_from_its_journal_marked_incomplete(tmp_path: Path
     assert "40 / 400" in page
 
 
-def test_streamed_runs_get_a_time_to_first_token_chart(tmp_path: Path) -> None:
+def test_streamed_runs_chart_ttft_inter_token_latency_and_time_per_token(
+    tmp_path: Path,
+) -> None:
     page = render_run(make_run(tmp_path, "s", stream=True)).read_text()
-    assert charts(page) == ["throughput", "latency", "ttft", "budget", "burn"]
+    assert charts(page) == ["throughput", "latency", "ttft", "itl", "tpot", "budget", "burn"]
+    # Second 7 is inside the fault: every gap 15 ms; second 2 is before it: 3 ms.
+    assert "7–8s: ITL p50 15, ITL p99 15 ms" in page
+    assert "2–3s: ITL p50 3, ITL p99 3 ms" in page
+    assert "7–8s: TPOT p50 15, TPOT p99 15 ms" in page
 
 
 def test_a_sixty_second_run_at_fifty_per_second_stays_small(tmp_path: Path) -> None:
