@@ -149,13 +149,19 @@ def time_to_recover(
     return recovered_at - since
 
 
-def time_to_detect(events: Sequence[dict[str, Any]], applied: float) -> float | None:
-    """Seconds from a fault to the service's first reaction to it (an event in REACTIONS)."""
+def time_to_detect(
+    events: Sequence[dict[str, Any]], started: float, *, ignore: frozenset[str] | None = None
+) -> float | None:
+    """Seconds from the start of a fault's ``apply()`` to the service's first reaction to it
+    (an event in REACTIONS), leaving out the kinds the fault's own action causes (``ignore``:
+    the worker_exited of a replica the harness restarts to reload it is not a detection)."""
+    skip = ignore or frozenset()
     times = [
         float(e["t"]) for e in events
-        if e.get("kind") in REACTIONS and e.get("t") is not None and float(e["t"]) >= applied
+        if e.get("kind") in REACTIONS and e.get("kind") not in skip
+        and e.get("t") is not None and float(e["t"]) >= started
     ]  # fmt: skip
-    return min(times) - applied if times else None
+    return min(times) - started if times else None
 
 
 def first_failure(records: Sequence[Request], applied: float) -> float | None:

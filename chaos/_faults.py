@@ -45,6 +45,10 @@ class InjectorGroup(Injector):
     def description(self) -> str:
         return self.name if len(self.parts) != 1 else self.parts[0].description
 
+    @property
+    def provokes(self) -> frozenset[str]:
+        return frozenset().union(*(part.provokes for part in self.parts))
+
     def _apply(self) -> None:
         done: list[Injector] = []
         try:
@@ -83,10 +87,17 @@ class ModelFaultInjector(Injector):
     and reloads them again, so they come back serving the intact model."""
 
     def __init__(
-        self, corruption: ModelCorruptionInjector, reload: Callable[[], None], label: str
-    ) -> None:
+        self, corruption: ModelCorruptionInjector, reload: Callable[[], None], label: str,
+        *, restarts: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.corruption, self._reload, self.label = corruption, reload, label
+        self._restarts = restarts
+
+    @property
+    def provokes(self) -> frozenset[str]:
+        # A reload by restart: the harness itself ends the worker; its exit is no detection.
+        return frozenset({"worker_exited"}) if self._restarts else frozenset()
 
     @property
     def description(self) -> str:
@@ -217,4 +228,4 @@ def _model_injector(
 
     where = ", ".join(f"{pool}[{i}]" for i in replicas) or "no replica"
     label = f"{spec.corruption.value} of {spec.model}/{spec.file}, {spec.reload} of {where}"
-    return ModelFaultInjector(corruption, reload, label)
+    return ModelFaultInjector(corruption, reload, label, restarts=spec.reload == "restart")

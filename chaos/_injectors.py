@@ -35,6 +35,12 @@ class Injector(ABC):
         self.applied = False
 
     @property
+    def provokes(self) -> frozenset[str]:
+        """Service event kinds this fault's own action causes, which are not the service
+        detecting it (none by default)."""
+        return frozenset()
+
+    @property
     @abstractmethod
     def description(self) -> str: ...
 

@@ -428,7 +428,7 @@ def _slo_results(data: RunData) -> list[SLOResult]:
             ev = evaluate(slo, records, start=0.0, end=data.duration or None)
         except SLOError:
             continue
-        out.append(SLOResult.of(ev, None))
+        out.append(SLOResult.of(ev))
     return out
 
 
@@ -438,12 +438,11 @@ def _slo_table(data: RunData) -> str:
         return '<p class="muted">No SLO in this scenario.</p>'
     rows = []
     for s in slos:
-        ext = s.extrapolation
+        pc = s.period_cost
         cost = (
-            f"{_pct(ext.consumed)} ({_num(ext.cost_minutes, '{:.2f}')} of "
-            f"{_num(ext.budget_minutes, '{:.1f}')} min at "
-            f"{_num(ext.production_rps, '{:g}')} req/s)"
-            if ext is not None
+            f"{_pct(pc.consumed)} ({_num(pc.breached_minutes, '{:.2f}')} of "
+            f"{_num(pc.budget_minutes, '{:.1f}')} min)"
+            if pc is not None
             else "—"
         )
         verdict = _yes(s.met) if s.total else '<span class="no">no data</span>'

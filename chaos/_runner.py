@@ -95,7 +95,6 @@ class RunSettings:
     seed: int | None = None  # overrides the scenario's
     run_id: str | None = None
     settle: float = 20.0  # how long steady state may take to come back after the run
-    production_rps: float = 50.0  # the rate a run's bad requests are priced at, for 30 days
 
 
 @dataclass
@@ -145,6 +144,8 @@ class _State:
     records: list[LoadRecord] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     windows: dict[str, Window] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)  # when each fault's apply() began
+    provoked: dict[str, frozenset[str]] = field(default_factory=dict)  # events it causes itself
     applied: list[_Applied] = field(default_factory=list)
     probes: dict[str, list[ProbeResult]] = field(default_factory=dict)
     probe_streak: Counter[str] = field(default_factory=Counter)
@@ -235,7 +236,7 @@ class Runner:
             run_id=self.run_id, scenario=self.scenario.name, file=str(self.loaded.path),
             text=self.loaded.text, seed=self.seed,
             backend=(self.settings.backend or self.scenario.backend).value,
-            environment=_environment(), production_rps=self.settings.production_rps,
+            environment=_environment(),
             slos=[s.model_dump(mode="json") for s in self.loaded.slos],
         )  # fmt: skip
         # The handlers cover the verdict and the report too: a signal during them is said and
@@ -414,6 +415,9 @@ class Runner:
             return
         injector = self._injector_factory(name, fault, target, rng)
         entry = _Applied(name, injector, Window(None, None), timed=fault.end is not None)
+        # Time to detect counts from here: a service may react while apply() still runs.
+        self.state.started[name] = self.now() or 0.0
+        self.state.provoked[name] = injector.provokes
         try:
             injector.apply()
         except InjectionError as exc:
@@ -668,12 +672,17 @@ class Runner:
         faults = []
         for name, spec in zip(self.scenario.fault_names(), self.scenario.faults, strict=True):
             window = st.windows.get(name, Window(None, None))
-            applied = window.applied
+            applied, started = window.applied, st.started.get(name, window.applied)
+            detected = None
+            if applied is not None and started is not None:
+                detected = time_to_detect(st.events, started, ignore=st.provoked.get(name))
             faults.append(FaultResult(
                 name=name, kind=spec.kind, at=spec.at, planned_end=spec.end,
-                applied=applied, reverted=window.reverted,
-                time_to_detect_s=None if applied is None else time_to_detect(st.events, applied),
-                first_failure_s=None if applied is None else first_failure(records, applied),
+                apply_started=None if applied is None else started,
+                applied=applied, reverted=window.reverted, time_to_detect_s=detected,
+                first_failure_s=None if started is None or applied is None else first_failure(
+                    records, started
+                ),
             ))  # fmt: skip
         errors = list(st.errors)
         if st.ran_load and st.abort is None and not errors:
@@ -717,7 +726,7 @@ class Runner:
                 before_ok=st.before_ok, after_ok=st.after_ok, results=st.probes
             ),
             expectations=outcomes,
-            slos=[SLOResult.of(ev, self.settings.production_rps) for ev in evaluations.values()],
+            slos=[SLOResult.of(ev) for ev in evaluations.values()],
             faults=faults,
             time_to_detect_s=min(detects) if detects else None,
             time_to_recover_s=ttr,

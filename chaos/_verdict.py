@@ -22,14 +22,13 @@ Exit code 2 is the CLI's own: invalid input, nothing started.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from slo import Evaluation, SLOError
+from slo import Evaluation
 
 from ._errors import ReportError
 
@@ -114,18 +113,15 @@ class Abort(_Model):
     rule: str | None = None
 
 
-class Extrapolation(_Model):
-    """The run's bad events priced against a production period's budget (see slo)."""
+class PeriodCost(_Model):
+    """What the run costs of a production period's budget, priced by the time it breached
+    the SLO: ``breached_minutes`` = error ratio × the run's span; ``consumed`` =
+    breached / budget minutes (``budget × period``). No assumed request rate enters it."""
 
-    period: float
-    budget: float
-    bad_events: int
-    events_per_second: float | None
-    budget_events: float
-    consumed: float
-    production_rps: float
+    period_s: float
     budget_minutes: float
-    cost_minutes: float
+    breached_minutes: float
+    consumed: float
 
 
 class SLOResult(_Model):
@@ -156,23 +152,18 @@ class SLOResult(_Model):
     remaining: float
     time_to_exhaustion_s: float | None
     met: bool
-    extrapolation: Extrapolation | None = None
+    period_cost: PeriodCost | None = None
+    """The run priced against 30 days (or the SLO's fixed period)."""
 
     @classmethod
-    def of(cls, ev: Evaluation, production_rps: float | None) -> SLOResult:
-        """The figures of ``ev``; priced at ``production_rps`` (None: not priced)."""
-        extrapolation = None
-        if production_rps is not None:
-            try:
-                cost = ev.extrapolate(production_rps)
-            except SLOError:  # nothing to price (no events)
-                pass
-            else:
-                extrapolation = Extrapolation(
-                    **dataclasses.asdict(cost), production_rps=production_rps,
-                    budget_minutes=cost.budget_minutes, cost_minutes=cost.cost_minutes,
-                )  # fmt: skip
-        return cls(**ev.to_dict(), run_consumed=run_consumed(ev), extrapolation=extrapolation)
+    def of(cls, ev: Evaluation) -> SLOResult:
+        """The figures of ``ev``, with what the run costs of a 30-day budget."""
+        cost = ev.breach_cost()
+        period_cost = None if cost is None else PeriodCost(
+            period_s=cost.period, budget_minutes=cost.budget_minutes,
+            breached_minutes=cost.breached_minutes, consumed=cost.consumed,
+        )  # fmt: skip
+        return cls(**ev.to_dict(), run_consumed=run_consumed(ev), period_cost=period_cost)
 
 
 def run_consumed(ev: Evaluation) -> float | None:
@@ -183,10 +174,14 @@ def run_consumed(ev: Evaluation) -> float | None:
 
 
 class FaultResult(_Model):
+    """One planned fault: when its apply() began and when it had applied (None: never), when
+    it was reverted, and the service's time to detect it (from the start of apply())."""
+
     name: str
     kind: str
     at: float
     planned_end: float | None
+    apply_started: float | None = None
     applied: float | None
     reverted: float | None
     time_to_detect_s: float | None

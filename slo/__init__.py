@@ -12,7 +12,7 @@ from ._compute import Evaluation, WindowStats, evaluate
 from ._duration import Duration, format_duration, parse_duration
 from ._errors import EvaluationError, Problem, SLOError, SLOFileError
 from ._events import Slice
-from ._extrapolate import Extrapolation
+from ._extrapolate import BreachCost, Extrapolation
 from ._models import (
     DEFAULT_BAD,
     SLI,
@@ -54,6 +54,7 @@ __all__ = [
     "AlertInterval",
     "AlertResult",
     "AvailabilitySLI",
+    "BreachCost",
     "BudgetingMethod",
     "BurnRateRule",
     "DegradedSLI",

@@ -18,7 +18,13 @@ from ._classify import Classification, Verdict, classify
 from ._duration import THIRTY_DAYS
 from ._errors import EvaluationError
 from ._events import Events, Slice, build_slices, steps_to_cover
-from ._extrapolate import Extrapolation, occurrences_cost, timeslices_cost
+from ._extrapolate import (
+    BreachCost,
+    Extrapolation,
+    breach_cost,
+    occurrences_cost,
+    timeslices_cost,
+)
 from ._models import SLO, PeriodKind, Timeslices
 from ._records import RecordSet, RequestRecord, as_record_set
 from ._rules import BurnRateRule
@@ -197,6 +203,21 @@ class Evaluation:
         budget), in time order."""
         lo, hi = self._events_span()
         return [self.records[p] for p in self._classification.bad if lo <= p < hi]
+
+    def breach_cost(self, period: float | None = None) -> BreachCost | None:
+        """This run priced by the time it breached the SLO (error ratio × the evaluated span)
+        against a production ``period``'s budget (default: the SLO's fixed period, or 30 days
+        for ``period: run``). None without events: nothing to price."""
+        ratio = self.error_ratio
+        if ratio is None:
+            return None
+        horizon = period
+        if horizon is None:
+            horizon = THIRTY_DAYS if isinstance(self.slo.period, PeriodKind) else self.period
+        _positive("period", horizon)
+        return breach_cost(
+            error_ratio=ratio, span=self.end - self.start, budget=self.budget, period=horizon
+        )
 
     def extrapolate(
         self, production_rps: float | None = None, *, period: float | None = None

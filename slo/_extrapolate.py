@@ -54,3 +54,39 @@ def timeslices_cost(
     """A bad slice costs one slice of the period's slices, whatever the request rate."""
     allowed = budget * period / slice_length
     return Extrapolation(period, budget, bad, None, allowed, bad / allowed)
+
+
+@dataclass(frozen=True)
+class BreachCost:
+    """What a run costs of a production period's error budget, priced by *time*: the run
+    spent ``error_ratio × span`` seconds as bad as a full outage (``breached``), and the
+    period's budget is ``budget × period`` seconds of it. The same for occurrences and
+    timeslices, and independent of any assumed production request rate: the same one-second
+    outage costs the same, whatever traffic production would have had in that second."""
+
+    period: float
+    """Seconds (30 days unless the SLO's own period is fixed)."""
+    budget: float
+    breached: float
+    """Seconds of full-outage equivalent the run spent: error ratio × span."""
+
+    @property
+    def budget_seconds(self) -> float:
+        return self.budget * self.period
+
+    @property
+    def consumed(self) -> float:
+        """The share of the period's budget the run spent."""
+        return self.breached / self.budget_seconds if self.budget_seconds > 0 else 0.0
+
+    @property
+    def budget_minutes(self) -> float:
+        return self.budget_seconds / 60
+
+    @property
+    def breached_minutes(self) -> float:
+        return self.breached / 60
+
+
+def breach_cost(*, error_ratio: float, span: float, budget: float, period: float) -> BreachCost:
+    return BreachCost(period=period, budget=budget, breached=error_ratio * span)

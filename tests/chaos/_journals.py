@@ -17,7 +17,7 @@ from chaos import (
     Verdict,
     load_scenario,
 )
-from chaos._verdict import Abort, Extrapolation
+from chaos._verdict import Abort, PeriodCost
 
 SCENARIO = Path(__file__).resolve().parents[2] / "scenarios" / "primary-partition.yaml"
 
@@ -41,7 +41,7 @@ def make_run(
         {"type": "run_started", "t": None, "wall": wall, "run_id": name,
          "scenario": "primary-partition", "file": str(SCENARIO), "text": loaded.text + "# <b>\n",
          "seed": 3, "backend": "local", "environment": {"ichaos": "0.1.0", "python": "3.11"},
-         "production_rps": 50.0, "slos": [s.model_dump(mode="json") for s in loaded.slos]},
+         "slos": [s.model_dump(mode="json") for s in loaded.slos]},
         {"type": "target_ready", "t": None, "wall": wall, "target": {"url": "http://127.0.0.1:1"}},
         {"type": "load_started", "t": 0.0, "wall": wall, "scheduled": rate * seconds,
          "duration": float(seconds)},
@@ -98,11 +98,9 @@ def make_run(
                 good=360, bad=40, total=400, excluded=0, sli=0.9, error_ratio=0.1,
                 burn_rate=100.0, run_consumed=100.0, consumed=0.0008, remaining=0.9992,
                 time_to_exhaustion_s=None, met=False,
-                extrapolation=Extrapolation(
-                    period=2592000.0, budget=0.001, bad_events=40, events_per_second=50.0,
-                    budget_events=129600.0, consumed=0.0003, production_rps=50.0,
-                    budget_minutes=43.2, cost_minutes=0.01,
-                ),
+                # 10% bad over 20 s: 2 s of full-outage equivalent of a 43.2-minute budget.
+                period_cost=PeriodCost(period_s=2592000.0, budget_minutes=43.2,
+                                       breached_minutes=2 / 60, consumed=2 / 2592.0),
             )],
             faults=[FaultResult(
                 name="cut-primary", kind="partition", at=6.0, planned_end=10.0, applied=6.0,

@@ -95,6 +95,12 @@ def test_time_to_detect_and_first_failure() -> None:
     ]
     assert time_to_detect(events, 5.0) == pytest.approx(0.3)
     assert time_to_detect(events[:2], 5.0) is None
+    # What the fault's own action causes is not a detection (a restart to reload a model).
+    restarted = [{"kind": "worker_exited", "t": 5.1}, {"kind": "model_load_refused", "t": 5.9}]
+    assert time_to_detect(restarted, 5.0) == pytest.approx(0.1)
+    assert time_to_detect(restarted, 5.0, ignore=frozenset({"worker_exited"})) == (
+        pytest.approx(0.9)
+    )
     records = [*every(0, 5), rec(5.5, 503), *every(5.6, 10)]
     assert first_failure(records, 5.0) == pytest.approx(0.5)
     assert first_failure(every(0, 10), 5.0) is None

@@ -25,7 +25,7 @@ def test_a_passed_run_page_has_verdict_charts_tables_and_nothing_external(tmp_pa
     # The fault window is shaded and labelled on every chart; the service's events are marked.
     assert page.count("<title>cut-primary</title>") == 4
     assert page.count("6.10s fallback_on") == 4 and page.count("10.20s fallback_off") == 4
-    assert "fallback served ≥ 60%" in page and "43.2 min at 50 req/s" in page
+    assert "fallback served ≥ 60%" in page and "0.1% (0.03 of 43.2 min)" in page
     assert "time to detect<b>0.10 s</b>" in page
     assert "# &lt;b&gt;" in page  # the scenario text, escaped
     for external in ("<script", "src=", 'href="http', "@import", "url("):

@@ -439,3 +439,29 @@ def test_extrapolate_needs_a_rate_for_occurrences() -> None:
         result.extrapolate()
     with pytest.raises(EvaluationError):
         result.extrapolate(0)
+
+
+@pytest.mark.parametrize("rate", [10, 1000])
+def test_the_breach_cost_is_the_time_breached_whatever_the_rate(rate: int) -> None:
+    # One second of full outage in a minute, at 10/s or at 1000/s: the same second breached.
+    records = [
+        RequestRecord(i / rate, status=503 if 30 <= i / rate < 31 else 200)
+        for i in range(60 * rate)
+    ]
+    result = evaluate(slo_for(AvailabilitySLI(), target=0.999), records, start=0.0, end=60.0)
+    cost = result.breach_cost()
+    assert cost is not None
+    assert cost.breached == pytest.approx(1.0) and cost.period == 30 * 86400
+    assert cost.budget_minutes == pytest.approx(43.2)
+    assert cost.consumed == pytest.approx(1.0 / (0.001 * 30 * 86400))
+
+
+def test_the_breach_cost_of_timeslices_is_their_bad_time_and_none_without_events() -> None:
+    records = [RequestRecord(float(t), status=503 if t < 120 else 200) for t in range(600)]
+    budgeting = Timeslices(slice=60, slice_target=0.99)
+    result = evaluate(slo_for(AvailabilitySLI(), target=0.99, budgeting=budgeting), records,
+                      start=0.0, end=600.0)  # fmt: skip
+    cost = result.breach_cost()
+    assert cost is not None and cost.breached == pytest.approx(120.0)  # 2 of 10 slices bad
+    empty = evaluate(slo_for(AvailabilitySLI()), [], start=0.0, end=60.0)
+    assert empty.breach_cost() is None
