@@ -13,15 +13,18 @@ count from the load's start (t = 0): what the stack said while starting is not a
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from slo import Evaluation
+from slo import SLO, Evaluation, RequestRecord, evaluate
 
+from ._loadgen import LoadRecord
 from ._scenario import (
     BudgetCeiling,
+    BurnRateAbort,
     CanaryRollback,
     EventExpectation,
     ExpectSpec,
@@ -162,6 +165,53 @@ def time_to_detect(
         and e.get("t") is not None and float(e["t"]) >= started
     ]  # fmt: skip
     return min(times) - started if times else None
+
+
+def slo_window(
+    slo: SLO, finished: Sequence[LoadRecord], pending: Sequence[LoadRecord], *, now: float,
+    window: float, timeout: float,
+) -> list[RequestRecord]:  # fmt: skip
+    """What a probe or abort at ``now`` judges of an SLO over the last ``window``: the requests
+    scheduled in it and answered, and those still unanswered after the SLI's threshold (the
+    load's ``timeout`` for SLIs without one) as bad ones: whatever their answer, it is too late.
+    """
+    since = now - window
+    threshold = getattr(slo.sli, "threshold", None)
+    bound = float(threshold) if threshold is not None else timeout
+    records = [r.to_slo() for r in finished if r.scheduled >= since]
+    for r in pending:
+        age = now - r.scheduled
+        if r.scheduled < since or age <= bound:
+            continue
+        if threshold is not None:  # too slow already: a late success is still bad
+            records.append(RequestRecord(r.scheduled, status=200, latency_s=age, ttft_s=age))
+        else:
+            records.append(RequestRecord(r.scheduled, status=None, error="overdue"))
+    return records
+
+
+def time_to_alert(
+    records: Sequence[LoadRecord], slo: SLO, rule: BurnRateAbort, *, started: float,
+    end: float, timeout: float, tick: float = 0.25,
+) -> float | None:  # fmt: skip
+    """Seconds from ``started`` until the burn-rate rule would first have fired, the run
+    replayed as the live check saw it every ``tick``: what was answered by then, and what was
+    overdue (see :func:`slo_window`). None: it never would have, up to ``end``."""
+    ordered = sorted(records, key=lambda r: r.scheduled)
+    starts = [r.scheduled for r in ordered]
+    t = started
+    while t <= end:
+        lo, hi = bisect.bisect_left(starts, t - rule.window), bisect.bisect_right(starts, t)
+        recent = ordered[lo:hi]
+        finished = [r for r in recent if r.end is not None and r.end <= t]
+        pending = [r for r in recent if r.sent <= t and (r.end is None or r.end > t)]
+        window = slo_window(slo, finished, pending, now=t, window=rule.window, timeout=timeout)
+        if len(window) >= rule.min_requests:
+            burn = evaluate(slo, window).burn_rate
+            if burn is not None and burn > rule.above:
+                return t - started
+        t += tick
+    return None
 
 
 def first_failure(records: Sequence[Request], applied: float) -> float | None:

@@ -100,12 +100,17 @@ class Progress:
                 else (f"{slo.run_consumed:.1%} of the run's budget consumed")
             )
             self._line(f"  SLO {slo.name}: SLI {slo.sli}, target {slo.target:g}, {consumed}")
-        if verdict.time_to_detect_s is not None or verdict.time_to_recover_s is not None:
-            ttd, ttr = verdict.time_to_detect_s, verdict.time_to_recover_s
-            self._line(
-                f"  time to detect {'—' if ttd is None else f'{ttd:.2f}s'}, "
-                f"time to recover {'—' if ttr is None else f'{ttr:.2f}s'}"
-            )
+        figures = [
+            ("time to detect", verdict.time_to_detect_s),
+            ("time to alert", verdict.time_to_alert_s),
+            ("time to recover", verdict.time_to_recover_s),
+        ]
+        if any(value is not None for _, value in figures):
+            shown = [f"{label} {'—' if v is None else f'{v:.2f}s'}" for label, v in figures
+                     if v is not None or label != "time to alert"]  # fmt: skip
+            since = verdict.recovered_since
+            after = "" if since is None else f" (recovery counted from {since:.2f}s)"
+            self._line(f"  {', '.join(shown)}{after}")
         if verdict.generator is not None and not verdict.generator.valid:
             reasons = "; ".join(verdict.generator.reasons)
             self._line(f"  ! invalid: the load generator was the bottleneck: {reasons}")

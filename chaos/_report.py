@@ -464,22 +464,23 @@ def _faults_table(data: RunData) -> str:
         rows = [
             [escape(f.name), escape(f.kind), escape(str(described.get(f.name, ""))),
              _seconds(f.at), _seconds(f.applied), _seconds(f.reverted),
-             _seconds(f.time_to_detect_s), _seconds(f.first_failure_s)]
+             _seconds(f.time_to_detect_s), _seconds(f.time_to_alert_s),
+             _seconds(f.first_failure_s)]
             for f in data.verdict.faults
         ]  # fmt: skip
     else:
         rows = [
             [escape(n), escape(str(f.get("kind"))), escape(str(described.get(n, ""))),
              _seconds(f.get("planned_at")), _seconds(f.get("applied")),
-             _seconds(f.get("reverted")), "—", "—"]
+             _seconds(f.get("reverted")), "—", "—", "—"]
             for n, f in data.faults.items()
         ]  # fmt: skip
     if not rows:
         return '<p class="muted">No fault in this scenario.</p>'
     return _table(
         ["fault", "kind", "what", "planned", "applied", "reverted", "detected after",
-         "first failure after"],
-        rows, {3, 4, 5, 6, 7},
+         "alert after", "first failure after"],
+        rows, {3, 4, 5, 6, 7, 8},
     )  # fmt: skip
 
 
@@ -539,6 +540,7 @@ def render_page(data: RunData) -> str:
         ("shed (429)", f"{outcomes.count(RequestOutcome.SHED)}"),
         ("failed", f"{outcomes.count(RequestOutcome.FAILED)}"),
         ("time to detect", _seconds(v.time_to_detect_s if v else None)),
+        ("time to alert", _seconds(v.time_to_alert_s if v else None)),
         ("time to recover", _seconds(v.time_to_recover_s if v else None)),
         ("worst run budget consumed", _pct(worst)),
     ]

@@ -38,6 +38,8 @@ from ._expect import (
     check,
     classify,
     first_failure,
+    slo_window,
+    time_to_alert,
     time_to_detect,
     time_to_recover,
 )
@@ -58,6 +60,7 @@ from ._scenario import (
     Phase,
     ProbeAbort,
     ProbeSpec,
+    Recovery,
     SliProbe,
 )
 from ._shapes import Constant, schedule
@@ -541,6 +544,17 @@ class Runner:
         detail = f"{slo.name} SLI over {probe.window:g}s: {ev.sli} ({ev.total} events)"
         return ProbeResult(probe=probe.name, ok=ok, value=ev.sli, bound=floor, detail=detail)
 
+    def _time_to_alert(self, records: list[LoadRecord], started: float, end: float) -> float | None:
+        """When the scenario's first-firing burn-rate rule would have fired after ``started``
+        (None: no such rule, or it never would have)."""
+        times = [
+            time_to_alert(records, self.slos[rule.slo], rule, started=started, end=end,
+                          timeout=self.scenario.load.timeout)
+            for rule in self.scenario.abort if isinstance(rule, BurnRateAbort)
+        ]  # fmt: skip
+        found = [t for t in times if t is not None]
+        return min(found) if found else None
+
     def _finished_since(self, since: float) -> list[LoadRecord]:
         with self._lock:
             return [r for r in self.state.records if r.scheduled >= since]
@@ -554,20 +568,11 @@ class Runner:
         ]  # fmt: skip
 
     def _slo_window(self, slo: SLO, now: float, window: float) -> list[RequestRecord]:
-        """The SLO's view of the last ``window``: finished requests, and unanswered ones older
-        than the SLI's threshold (the load's timeout for availability) as bad ones, so a
-        total hang shows in probes and aborts before the first answer or timeout."""
-        since = now - window
-        threshold = getattr(slo.sli, "threshold", None)
-        bound = float(threshold) if threshold is not None else self.scenario.load.timeout
-        records = [r.to_slo() for r in self._finished_since(since)]
-        for r in self._overdue(now, since, bound):
-            age = now - r.scheduled
-            if threshold is not None:  # too slow already: a late success is still bad
-                records.append(RequestRecord(r.scheduled, status=200, latency_s=age, ttft_s=age))
-            else:
-                records.append(RequestRecord(r.scheduled, status=None, error="overdue"))
-        return records
+        pending = [r for g in self._generators for r in g.pending()]
+        finished = self._finished_since(now - window)
+        return slo_window(
+            slo, finished, pending, now=now, window=window, timeout=self.scenario.load.timeout
+        )
 
     def _record_probe(self, phase: Phase, result: ProbeResult) -> None:
         self.state.probes.setdefault(phase.value, []).append(result)
@@ -676,9 +681,12 @@ class Runner:
             detected = None
             if applied is not None and started is not None:
                 detected = time_to_detect(st.events, started, ignore=st.provoked.get(name))
+            alerted = None
+            if applied is not None and started is not None:
+                alerted = self._time_to_alert(records, started, load_end)
             faults.append(FaultResult(
                 name=name, kind=spec.kind, at=spec.at, planned_end=spec.end,
-                apply_started=None if applied is None else started,
+                apply_started=None if applied is None else started, time_to_alert_s=alerted,
                 applied=applied, reverted=window.reverted, time_to_detect_s=detected,
                 first_failure_s=None if started is None or applied is None else first_failure(
                     records, started
@@ -693,8 +701,14 @@ class Runner:
                 if f.applied is None
             ]  # fmt: skip
         ends = [w.end for w in st.windows.values() if w.end is not None]
-        ttr = time_to_recover(records, max(ends), load_end, 2.0) if ends and records else None
+        # One figure: measured as the recovery expectation measures it (its window, where the
+        # scenario has one), from the end of the last fault that applied.
+        recovery = next((e for e in self.scenario.expect if isinstance(e, Recovery)), None)
+        hold = recovery.window if recovery is not None else Recovery.model_fields["window"].default
+        since = max(ends) if ends else None
+        ttr = time_to_recover(records, since, load_end, hold) if since is not None else None
         detects = [f.time_to_detect_s for f in faults if f.time_to_detect_s is not None]
+        alerts = [f.time_to_alert_s for f in faults if f.time_to_alert_s is not None]
         expectations_ok = len(outcomes) == len(self.scenario.expect) and all(
             o.passed for o in outcomes
         )
@@ -729,7 +743,9 @@ class Runner:
             slos=[SLOResult.of(ev) for ev in evaluations.values()],
             faults=faults,
             time_to_detect_s=min(detects) if detects else None,
+            time_to_alert_s=min(alerts) if alerts else None,
             time_to_recover_s=ttr,
+            recovered_since=since,
             requests=RequestCounts(
                 total=len(records),
                 ok=outcome_counts[RequestOutcome.OK],

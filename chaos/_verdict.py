@@ -182,6 +182,9 @@ class FaultResult(_Model):
     at: float
     planned_end: float | None
     apply_started: float | None = None
+    time_to_alert_s: float | None = None
+    """From the start of apply() to when the scenario's burn-rate rule would first have fired
+    (the run replayed every 0.25 s as the live abort check sees it); None without one."""
     applied: float | None
     reverted: float | None
     time_to_detect_s: float | None
@@ -228,7 +231,12 @@ class Verdict(_Model):
     slos: list[SLOResult] = []
     faults: list[FaultResult] = []
     time_to_detect_s: float | None = None
+    time_to_alert_s: float | None = None
     time_to_recover_s: float | None = None
+    """Seconds from ``recovered_since`` until every later request is good (for the recovery
+    expectation's window, default 2 s, before the load ended); None: never recovered."""
+    recovered_since: float | None = None
+    """The reference point of time to recover: when the last fault that applied ended."""
     requests: RequestCounts = RequestCounts()
     generator: GeneratorReport | None = None
     service_events: dict[str, int] = {}

@@ -15,11 +15,13 @@ from chaos._expect import (
     check,
     classify,
     first_failure,
+    time_to_alert,
     time_to_detect,
     time_to_recover,
 )
 from chaos._scenario import (
     BudgetCeiling,
+    BurnRateAbort,
     CanaryRollback,
     EventExpectation,
     FallbackShare,
@@ -265,3 +267,24 @@ def test_events_from_before_the_load_started_do_not_count() -> None:
     assert not outcome.passed and outcome.measured == 0
     during = [*start_up, {"kind": "replica_up", "pool": "primary", "index": 0, "t": 7.0}]
     assert check(spec, facts(every(0, 20), events=during)).passed
+
+
+def test_time_to_alert_replays_the_burn_rate_rule_as_the_live_check_saw_it() -> None:
+    avail = slo("avail", {"kind": "availability"}, 0.99)  # budget 1%: 10× burns at 10% bad
+    rule = BurnRateAbort(kind="burn_rate", slo="avail", above=10.0, window=1.0, min_requests=5)
+    # Good until 5 s, then every request fails (answered 50 ms after it was scheduled).
+    records = every(0, 5) + every(5, 10, status=503)
+    alert = time_to_alert(records, avail, rule, started=5.0, end=10.0, timeout=10.0)
+    # At 5.25 s three of the ten requests of the last second were answered 503: 30% > 10%.
+    assert alert == pytest.approx(0.25)
+    healthy = time_to_alert(every(0, 10), avail, rule, started=5.0, end=10.0, timeout=10.0)
+    assert healthy is None
+
+
+def test_a_hang_alerts_on_unanswered_requests_past_the_threshold() -> None:
+    fast = slo("fast", {"kind": "latency", "threshold": "500ms"}, 0.9)
+    rule = BurnRateAbort(kind="burn_rate", slo="fast", above=2.0, window=2.0, min_requests=5)
+    # From 5 s on nothing is answered (no end): no finished request says so, the pending do.
+    hung = [LoadRecord(index=i, scheduled=5 + i / 10, sent=5 + i / 10) for i in range(50)]
+    alert = time_to_alert(every(0, 5) + hung, fast, rule, started=5.0, end=10.0, timeout=10.0)
+    assert alert is not None and 0.5 < alert < 2.0
