@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from chaos import Constant, LoadGenerator, RequestSpec, schedule  # noqa: E402
+from chaos import Constant, LoadGenerator, RequestSpec, nearest_rank, schedule  # noqa: E402
 
 VEGETA_MODULE = "github.com/tsenart/vegeta/v12"
 VEGETA_VERSION = "v12.13.0"
@@ -84,10 +84,8 @@ def trivial_server() -> Iterator[str]:
 
 
 def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, int(q / 100 * len(ordered) + 0.5) - 1))]
+    """The harness's own nearest-rank percentile (NaN, not 0, when there is nothing)."""
+    return nearest_rank(values, q) if values else float("nan")
 
 
 def summarize(sends: list[float], latencies: list[float], ok: int, rate: float) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from chaos import nearest_rank
 from target_service import DEFAULT_REGISTRY, Registry, WorkerProcess, build_models
 
 HERE = Path(__file__).resolve().parent
@@ -41,11 +42,8 @@ PROMPTS = (
 
 
 def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+    """The harness's own nearest-rank percentile (NaN, not 0, when there is nothing)."""
+    return nearest_rank(values, q) if values else float("nan")
 
 
 async def drive(url: str, concurrency: int, seconds: float, max_new_tokens: int) -> dict[str, Any]:

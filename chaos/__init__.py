@@ -30,7 +30,14 @@ from ._injectors import (
     restore_leftovers,
 )
 from ._journal import read_journal
-from ._loadgen import GeneratorHealth, LoadGenerator, LoadRecord, LoadResult, RequestSpec
+from ._loadgen import (
+    GeneratorHealth,
+    LoadGenerator,
+    LoadRecord,
+    LoadResult,
+    RequestSpec,
+    nearest_rank,
+)
 from ._report import load_run, render_index, render_run
 from ._runner import Runner, RunResult, RunSettings
 from ._scenario import (
@@ -148,6 +155,7 @@ __all__ = [
     "expected_count",
     "load_run",
     "load_scenario",
+    "nearest_rank",
     "read_journal",
     "read_verdict",
     "render_index",

@@ -33,7 +33,14 @@ import httpx
 import yaml
 
 from ._backend import Target, _Lease, registry_dir
-from ._errors import ApplyError, BackendError, EngineBroken, EngineUnavailable, RevertError
+from ._errors import (
+    ApplyError,
+    BackendError,
+    EngineBroken,
+    EngineUnavailable,
+    RevertError,
+    WaitTimeout,
+)
 from ._injectors import Injector, SignalKind
 from ._toxiproxy import ToxiproxyClient, ToxiproxyUnavailable, find_server_binary
 from ._wait import wait_until
@@ -48,6 +55,7 @@ _API_PORT = 8474
 _FIRST_HOP_PORT = 9000
 _STACK_SECRET_ENV = "ICHAOS_STACK_SECRET"  # the gateway's, for events from outside it
 _READY_TIMEOUT_S = 180.0
+_SIGNAL_SETTLE_S = 10.0  # how long a signalled service process may take to end
 _API_VERSION = "1.41"  # four workers importing torch at once on a small machine
 
 
@@ -662,15 +670,33 @@ class ContainerInjector(Injector):
             for container in self.containers:
                 if self.kind is SignalKind.PAUSE:
                     container.pause()
+                    done.append(container)
+                    if _state(container).get("Status") != "paused":
+                        raise ApplyError(f"{container.name}: read back, it is not paused")
                 else:
+                    began = _state(container).get("StartedAt")
                     self._signal(container, "KILL" if self.kind is SignalKind.KILL else "TERM")
-                done.append(container)
+                    done.append(container)
+                    self._ended(container, began)
         except Exception as exc:
             if self.kind is SignalKind.PAUSE:  # leave nothing half-applied
                 for container in done:
                     with contextlib.suppress(Exception):
                         container.unpause()
             raise ApplyError(f"{self.description}: {exc}") from exc
+
+    def _ended(self, container: Any, began: object) -> None:
+        """The service process ended: its container stopped, or was started again since."""
+
+        def ended() -> bool:
+            state = _state(container)
+            return state.get("Status") != "running" or state.get("StartedAt") != began
+
+        try:
+            wait_until(ended, timeout=_SIGNAL_SETTLE_S, interval=0.1)
+        except WaitTimeout as exc:
+            raise ApplyError(f"{container.name}: signalled, but its service process was still "
+                             f"running {_SIGNAL_SETTLE_S:g}s later") from exc  # fmt: skip
 
     @staticmethod
     def _signal(container: Any, name: str) -> None:
@@ -685,9 +711,10 @@ class ContainerInjector(Injector):
             return
 
         def unpause(container: Any) -> None:
-            container.reload()
-            if container.status == "paused":
+            if _state(container).get("Status") == "paused":
                 container.unpause()
+            if _state(container).get("Status") == "paused":
+                raise RevertError(f"{container.name}: read back, still paused")
 
         _each(self.containers, unpause, self.description)
 
@@ -709,14 +736,33 @@ class DisconnectInjector(Injector):
             for container in self.containers:
                 self.network.disconnect(container)
                 done.append(container)
+                if self._attached(container):
+                    raise ApplyError(f"{container.name}: read back, still on {self.network.name}")
         except Exception:
             for container in done:
                 with contextlib.suppress(Exception):
                     self.network.connect(container)
             raise
 
+    def _attached(self, container: Any) -> bool:
+        container.reload()
+        return self.network.name in (container.attrs["NetworkSettings"].get("Networks") or {})
+
     def _revert(self) -> None:
-        _each(self.containers, self.network.connect, self.description)
+        def connect(container: Any) -> None:
+            if not self._attached(container):
+                self.network.connect(container)
+            if not self._attached(container):
+                raise RevertError(f"{container.name}: read back, not on {self.network.name}")
+
+        _each(self.containers, connect, self.description)
+
+
+def _state(container: Any) -> dict[str, Any]:
+    """The container's state as the engine has it now."""
+    container.reload()
+    state: dict[str, Any] = container.attrs.get("State") or {}
+    return state
 
 
 def _each(containers: list[Any], action: Callable[[Any], object], what: str) -> None:
