@@ -66,7 +66,6 @@ from ._toxiproxy import (
 from ._verdict import (
     Evidence,
     FaultResult,
-    GeneratorReport,
     Judgement,
     Outcome,
     ProbeResult,
@@ -94,7 +93,6 @@ __all__ = [
     "Evidence",
     "FaultResult",
     "GeneratorHealth",
-    "GeneratorReport",
     "GpuFault",
     "GpuFaultInjector",
     "HarnessError",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from pydantic import BaseModel, ConfigDict
 
 from slo import RequestRecord
 
@@ -81,8 +82,13 @@ class LoadRecord:
         )
 
 
-@dataclass(frozen=True)
-class GeneratorHealth:
+class GeneratorHealth(BaseModel):
+    """The generator's own health over a run: requests scheduled, started, late (by more
+    than ``late_after``) and dropped (at the in-flight limit); schedule lag percentiles; its
+    CPU; and the reasons it, not the target, was the bottleneck (none: the run is valid)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")  # older journals also say `valid`
+
     scheduled: int
     started: int
     late: int

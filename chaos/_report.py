@@ -25,8 +25,8 @@ from ._charts import Band, Mark, Series, line_chart
 from ._errors import ReportError
 from ._expect import RequestOutcome, classify
 from ._journal import JOURNAL, VERDICT, read_journal
-from ._loadgen import nearest_rank
-from ._verdict import GeneratorReport, Judgement, SLOResult, Verdict, read_verdict
+from ._loadgen import GeneratorHealth, nearest_rank
+from ._verdict import Judgement, SLOResult, Verdict, read_verdict
 
 PAGE = "index.html"
 _MAX_BINS = 300  # a long run gets coarser bins, so a page stays small
@@ -48,7 +48,7 @@ class RunData:
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     service_events: list[dict[str, Any]] = field(default_factory=list)
     abort: dict[str, Any] | None = None
-    generator: GeneratorReport | None = None
+    generator: GeneratorHealth | None = None
     verdict: Verdict | None = None
     verdict_problem: str | None = None  # a verdict there, but not one this version reads
     duration: float = 0.0
@@ -122,7 +122,7 @@ def load_run(run_dir: Path) -> RunData:
             data.abort = {"reason": event.get("reason"), "t": event.get("t")}
         elif kind == "load_finished" and event.get("generator"):
             with contextlib.suppress(ValueError):  # another version's: the verdict has it too
-                data.generator = GeneratorReport.model_validate(event["generator"])
+                data.generator = GeneratorHealth.model_validate(event["generator"])
         elif kind == "verdict":
             _take_verdict(data, functools.partial(Verdict.from_json, event.get("verdict")))
     if data.verdict is None and (run_dir / VERDICT).is_file():

@@ -46,7 +46,7 @@ from ._expect import (
 from ._faults import build_injector
 from ._injectors import Injector
 from ._journal import Journal, write_verdict
-from ._loadgen import LoadGenerator, LoadRecord, LoadResult, RequestSpec
+from ._loadgen import GeneratorHealth, LoadGenerator, LoadRecord, LoadResult, RequestSpec
 from ._report import render_index, render_run
 from ._scenario import (
     Backend,
@@ -67,7 +67,6 @@ from ._shapes import Constant, schedule
 from ._verdict import (
     Abort,
     FaultResult,
-    GeneratorReport,
     Outcome,
     ProbeResult,
     RequestCounts,
@@ -154,7 +153,7 @@ class _State:
     probe_streak: Counter[str] = field(default_factory=Counter)
     abort: Abort | None = None
     errors: list[str] = field(default_factory=list)
-    health: GeneratorReport | None = None
+    health: GeneratorHealth | None = None
     t0: float | None = None
     t0_wall: float | None = None
     last_seq: int = 0
@@ -804,14 +803,14 @@ class _LoadThread(threading.Thread):
         return f": {self.error}" if self.error else ""
 
 
-def _health(main: LoadResult, bursts: list[LoadResult]) -> GeneratorReport:
+def _health(main: LoadResult, bursts: list[LoadResult]) -> GeneratorHealth:
     """The main generator's health, with every burst's reasons: a burst that could not keep
     its schedule makes the run as invalid as the main load would."""
     h = main.health
     reasons = list(h.reasons)
     for burst in bursts:
         reasons += [f"burst: {reason}" for reason in burst.health.reasons]
-    return GeneratorReport(
+    return GeneratorHealth(
         scheduled=h.scheduled + sum(b.health.scheduled for b in bursts),
         started=h.started + sum(b.health.started for b in bursts),
         late=h.late + sum(b.health.late for b in bursts),
@@ -819,7 +818,7 @@ def _health(main: LoadResult, bursts: list[LoadResult]) -> GeneratorReport:
         lag_p50_ms=h.lag_p50_ms,
         lag_p99_ms=max([h.lag_p99_ms, *(b.health.lag_p99_ms for b in bursts)]),
         lag_max_ms=max([h.lag_max_ms, *(b.health.lag_max_ms for b in bursts)]),
-        cpu_share=h.cpu_share, reasons=reasons, valid=not reasons,
+        cpu_share=h.cpu_share, reasons=tuple(reasons),
     )  # fmt: skip
 
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from slo import Evaluation
 
 from ._errors import ReportError
+from ._loadgen import GeneratorHealth
 
 
 class Status(StrEnum):
@@ -199,21 +200,6 @@ class RequestCounts(_Model):
     by_status: dict[str, int] = {}
 
 
-class GeneratorReport(_Model):
-    """The load generator's health (see the load generator for each figure)."""
-
-    scheduled: int
-    started: int
-    late: int
-    dropped: int
-    lag_p50_ms: float
-    lag_p99_ms: float
-    lag_max_ms: float
-    cpu_share: float
-    reasons: list[str]
-    valid: bool
-
-
 class Verdict(_Model):
     run_id: str
     scenario: str
@@ -238,7 +224,7 @@ class Verdict(_Model):
     recovered_since: float | None = None
     """The reference point of time to recover: when the last fault that applied ended."""
     requests: RequestCounts = RequestCounts()
-    generator: GeneratorReport | None = None
+    generator: GeneratorHealth | None = None
     service_events: dict[str, int] = {}
 
     @property
@@ -258,6 +244,7 @@ class Verdict(_Model):
         data: dict[str, object] = self.model_dump(mode="json")
         data["exit_code"] = self.exit_code
         data["passed"] = self.passed
+        data["valid"] = self.valid
         return data
 
     @classmethod
@@ -265,7 +252,7 @@ class Verdict(_Model):
         """A verdict as :meth:`to_json` wrote it; :class:`ReportError` when it is not one
         (a file of another version, or damaged)."""
         if isinstance(data, dict):
-            data = {k: v for k, v in data.items() if k not in ("exit_code", "passed")}
+            data = {k: v for k, v in data.items() if k not in ("exit_code", "passed", "valid")}
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

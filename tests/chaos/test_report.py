@@ -27,6 +27,11 @@ def test_a_passed_run_page_has_verdict_charts_tables_and_nothing_external(tmp_pa
     assert page.count("6.10s fallback_on") == 4 and page.count("10.20s fallback_off") == 4
     assert "fallback served ≥ 60%" in page and "0.1% (0.03 of 43.2 min)" in page
     assert "time to detect<b>0.10 s</b>" in page
+    # The tiles keep apart what the one classifier keeps apart: of 400 requests, 40 answered
+    # by the fallback and 40 failed inside the fault; none shed.
+    for tile, count in (("answered by the model asked", 320), ("answered by the fallback", 40),
+                        ("shed (429)", 0), ("failed", 40)):  # fmt: skip
+        assert f'<div class="tile">{tile}<b>{count}</b></div>' in page
     assert "# &lt;b&gt;" in page  # the scenario text, escaped
     for external in ("<script", "src=", 'href="http', "@import", "url("):
         assert external not in page

@@ -54,7 +54,15 @@ def test_the_page_loads_draws_its_charts_and_fetches_nothing(tmp_path: Path) -> 
                 "els => els.map(e => { const b = e.getBoundingClientRect(); "
                 "return [e.id, b.width, b.height]; })",
             )
-            assert [s[0] for s in sizes] == ["throughput", "latency", "ttft", "budget", "burn"]
+            assert [s[0] for s in sizes] == [
+                "throughput",
+                "latency",
+                "ttft",
+                "itl",
+                "tpot",
+                "budget",
+                "burn",
+            ]
             assert all(width > 800 and height > 150 for _, width, height in sizes)
             drawn = page.eval_on_selector_all(
                 "svg.chart path.line", "els => els.map(e => e.getTotalLength())"
@@ -63,7 +71,7 @@ def test_the_page_loads_draws_its_charts_and_fetches_nothing(tmp_path: Path) -> 
             bands = page.eval_on_selector_all(
                 "svg.chart .band rect", "els => els.map(e => e.getBBox().width)"
             )
-            assert len(bands) == 5 and all(width > 100 for width in bands)  # the 4 s fault window
+            assert len(bands) == 7 and all(width > 100 for width in bands)  # the fault, on all 7
             light = page.evaluate("getComputedStyle(document.body).backgroundColor")
             page.screenshot(path=str(ARTEFACTS / "report-light.png"), full_page=True)
 
