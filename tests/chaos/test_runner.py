@@ -7,6 +7,7 @@ fault did; the real injectors are tested against the real Toxiproxy and processe
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import textwrap
@@ -350,3 +351,33 @@ def test_a_total_hang_trips_an_abort_before_any_request_times_out(harness: Harne
     assert "unanswered for over 1s" in verdict.abort.reason
     assert verdict.abort.t is not None and verdict.abort.t < 11.0  # before the first timeout
     assert harness.injectors[0].calls == ["apply", "revert"] and not harness.service.hanging
+
+
+def test_a_burst_shares_the_runs_time_axis_arrivals_and_health(harness: Harness) -> None:
+    result = harness.run(
+        """\
+        name: bursty
+        seed: 5
+        load: {rate: 10/s, duration: 4s, arrivals: poisson}
+        faults:
+          - {name: rush, kind: burst, rate: 40/s, at: 1s, duration: 1s}
+        expect:
+          - {kind: status, status: 2xx, min_share: 1.0, during: rush}
+        """
+    )
+    assert result.verdict.status == "passed", result.verdict
+    requests = [e.data for e in harness.events if e.type.value == "request"]
+    indexes = [r["index"] for r in requests]
+    assert len(indexes) == len(set(indexes)), "burst requests numbered after the main load's"
+    (fault,) = result.verdict.faults
+    assert fault.applied is not None
+    (started,) = [e.data for e in harness.events if e.type.value == "load_started"]
+    burst = sorted((r for r in requests if r["index"] >= started["scheduled"]),
+                   key=lambda r: r["scheduled"])  # fmt: skip
+    # On the run's clock: every burst request is scheduled inside the burst's window.
+    assert burst and all(fault.applied <= r["scheduled"] <= fault.applied + 1.0 for r in burst)
+    gaps = sorted(b["scheduled"] - a["scheduled"] for a, b in itertools.pairwise(burst))
+    assert gaps[0] != pytest.approx(gaps[-1], abs=1e-3), "poisson, not evenly spaced"
+    # The generator's health counts both: the main load's and the burst's requests.
+    assert result.verdict.generator is not None
+    assert result.verdict.generator.scheduled == len(requests)
