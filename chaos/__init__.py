@@ -29,7 +29,7 @@ from ._injectors import (
     ToxicInjector,
     restore_leftovers,
 )
-from ._journal import read_journal
+from ._journal import Journal, read_journal
 from ._loadgen import (
     GeneratorHealth,
     LoadGenerator,
@@ -38,6 +38,7 @@ from ._loadgen import (
     RequestSpec,
     nearest_rank,
 )
+from ._recording import HtmlReport, VerdictFile, recorders
 from ._report import load_run, render_index, render_run
 from ._runner import Runner, RunResult, RunSettings
 from ._scenario import (
@@ -96,8 +97,10 @@ __all__ = [
     "GpuFault",
     "GpuFaultInjector",
     "HarnessError",
+    "HtmlReport",
     "InjectionError",
     "Injector",
+    "Journal",
     "Judgement",
     "LoadGenerator",
     "LoadRecord",
@@ -147,6 +150,7 @@ __all__ = [
     "ToxiproxyUnavailable",
     "UrlTarget",
     "Verdict",
+    "VerdictFile",
     "WaitTimeout",
     "__version__",
     "classify",
@@ -156,6 +160,7 @@ __all__ = [
     "nearest_rank",
     "read_journal",
     "read_verdict",
+    "recorders",
     "render_index",
     "render_run",
     "repair",

@@ -27,6 +27,7 @@ from slo import SLO, RequestRecord, SLOFileError, evaluate, load_yaml_document
 
 from ._errors import HarnessError, ScenarioError
 from ._events import Observer
+from ._recording import recorders
 from ._report import CSS, atomic_write, load_run
 from ._runner import Runner, RunResult, RunSettings
 from ._scenario import (
@@ -231,7 +232,7 @@ def run_gameday(
             continue
         scenario = loaded.scenarios[index]
         say(f"\n── scenario step: {scenario.scenario.name} ({step.file})")
-        run = Runner(scenario, run_settings, observers=observers()).run()
+        run = Runner(scenario, run_settings, observers=[*recorders(), *observers()]).run()
         status = run.verdict.status.value
         detail = run.verdict.abort.reason if run.verdict.abort else ""
         result.steps.append(StepOutcome(index, "scenario", step.name or scenario.scenario.name,

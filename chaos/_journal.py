@@ -20,16 +20,28 @@ from ._verdict import Verdict
 
 JOURNAL = "journal.jsonl"
 VERDICT = "verdict.json"
+PAGE = "index.html"  # the run's HTML report, beside them
 
 
 class Journal:
-    def __init__(self, run_dir: Path, *, flush_every: float = 1.0) -> None:
-        self.path = run_dir / JOURNAL
-        self._file: IO[str] | None = self.path.open("a", encoding="utf-8")
+    """Every event of a run into ``journal.jsonl``: of ``run_dir``, or, without one, of the
+    directory the ``run_started`` event names (opened then)."""
+
+    def __init__(self, run_dir: Path | None = None, *, flush_every: float = 1.0) -> None:
+        self.path: Path | None = None
+        self._file: IO[str] | None = None
+        if run_dir is not None:
+            self._open(run_dir)
         self._flush_every = flush_every
         self._flushed = time.monotonic()
 
+    def _open(self, run_dir: Path) -> None:
+        self.path = run_dir / JOURNAL
+        self._file = self.path.open("a", encoding="utf-8")
+
     def __call__(self, event: RunEvent) -> None:
+        if self._file is None and event.type is EventType.RUN_STARTED and self.path is None:
+            self._open(Path(str(event.data["run_dir"])))
         if self._file is None:
             return
         self._file.write(json.dumps(event.as_dict(), default=_jsonable) + "\n")

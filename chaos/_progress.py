@@ -7,9 +7,11 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import IO, Any
 
 from ._events import EventType, RunEvent
+from ._journal import PAGE
 from ._verdict import Judgement, Verdict
 
 
@@ -24,6 +26,7 @@ class Progress:
         self.counts: Counter[str] = Counter()
         self._last = 0.0
         self._status = ""
+        self._run_dir: Path | None = None
 
     def _line(self, text: str) -> None:
         if self.live and self._status:
@@ -39,6 +42,7 @@ class Progress:
             self._count(data)
             return
         if kind is EventType.RUN_STARTED:
+            self._run_dir = Path(str(data["run_dir"])) if data.get("run_dir") else None
             self._line(f"▶ {data['scenario']} (seed {data['seed']}, backend {data['backend']})")
         elif kind is EventType.TARGET_READY:
             self._line(f"  target ready at {data['target'].get('url')}")
@@ -66,6 +70,10 @@ class Progress:
             self._line(f"  {data['text']}")
         elif kind is EventType.VERDICT:
             self._verdict(data["verdict"])
+        elif kind is EventType.RUN_FINISHED and self._run_dir is not None:
+            page = self._run_dir / PAGE
+            if page.is_file():  # an observer before this one wrote it
+                self._line(f"  report: {page}")
 
     def _count(self, data: dict[str, Any]) -> None:
         if data.get("error"):

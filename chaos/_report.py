@@ -24,11 +24,10 @@ from slo import SLO, RequestRecord, SLOError, evaluate
 from ._charts import Band, Mark, Series, line_chart
 from ._errors import ReportError
 from ._expect import RequestOutcome, classify
-from ._journal import JOURNAL, VERDICT, read_journal
+from ._journal import JOURNAL, PAGE, VERDICT, read_journal
 from ._loadgen import GeneratorHealth, nearest_rank
 from ._verdict import Judgement, SLOResult, Verdict, read_verdict
 
-PAGE = "index.html"
 _MAX_BINS = 300  # a long run gets coarser bins, so a page stays small
 _SERVED = (RequestOutcome.OK, RequestOutcome.DEGRADED)
 _LABELS = {

@@ -29,7 +29,7 @@ import httpx
 from slo import SLO, Evaluation, RequestRecord, evaluate
 
 from ._backend import LocalTarget, Target, UrlTarget
-from ._errors import HarnessError, InjectionError, ReportError, RevertError, WaitTimeout
+from ._errors import HarnessError, InjectionError, RevertError, WaitTimeout
 from ._events import EventBus, EventType, Observer, RunEvent
 from ._expect import (
     Facts,
@@ -45,9 +45,8 @@ from ._expect import (
 )
 from ._faults import build_injector
 from ._injectors import Injector
-from ._journal import Journal, write_verdict
+from ._journal import PAGE
 from ._loadgen import GeneratorHealth, LoadGenerator, LoadRecord, LoadResult, RequestSpec
-from ._report import render_index, render_run
 from ._scenario import (
     Backend,
     BurnRateAbort,
@@ -103,7 +102,12 @@ class RunSettings:
 class RunResult:
     run_dir: Path
     verdict: Verdict
-    report: Path | None = None  # the run's HTML page
+
+    @property
+    def report(self) -> Path | None:
+        """The run's HTML page, where an observer wrote one."""
+        page = self.run_dir / PAGE
+        return page if page.is_file() else None
 
     @property
     def passed(self) -> bool:
@@ -232,31 +236,23 @@ class Runner:
 
     def run(self) -> RunResult:
         self._claim_run_dir()
-        self.bus.subscribe(Journal(self.run_dir))
         self.emit(
             EventType.RUN_STARTED,
-            run_id=self.run_id, scenario=self.scenario.name, file=str(self.loaded.path),
+            run_id=self.run_id, run_dir=str(self.run_dir), scenario=self.scenario.name,
+            file=str(self.loaded.path),
             text=self.loaded.text, seed=self.seed,
             backend=(self.settings.backend or self.scenario.backend).value,
             environment=_environment(),
             slos=[s.model_dump(mode="json") for s in self.loaded.slos],
         )  # fmt: skip
-        # The handlers cover the verdict and the report too: a signal during them is said and
-        # waited out, never a KeyboardInterrupt that loses the verdict.
+        # The handlers cover the observers' work on the verdict too (verdict.json, the report):
+        # a signal then is said and waited out, never a KeyboardInterrupt that loses them.
         with self._signals():
             self._provision_and_experiment()
             verdict = self._verdict()
-            write_verdict(self.run_dir, verdict)
             self.emit(EventType.VERDICT, verdict=verdict)
-            report = None
-            try:  # the journal is on disk up to the verdict: the page is made from it alone
-                report = render_run(self.run_dir)
-                render_index(self.run_dir.parent)
-                self.emit(EventType.MESSAGE, text=f"report: {report}")
-            except (ReportError, OSError) as exc:
-                self.emit(EventType.MESSAGE, text=f"! the HTML report could not be written: {exc}")
             self.emit(EventType.RUN_FINISHED, passed=verdict.passed, exit_code=verdict.exit_code)
-        return RunResult(self.run_dir, verdict, report)
+        return RunResult(self.run_dir, verdict)
 
     def _claim_run_dir(self) -> None:
         """A directory of its own: two runs of one file started in the same second (parallel

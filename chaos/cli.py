@@ -18,6 +18,7 @@ from ._errors import ReportError, ScenarioError
 from ._events import Observer
 from ._gameday import load_gameday, run_gameday
 from ._progress import Progress
+from ._recording import recorders
 from ._reference import scenario_reference
 from ._report import render_index, render_run
 from ._runner import Runner, RunSettings
@@ -190,7 +191,7 @@ def _run(args: argparse.Namespace) -> int:
     worst = 0
     lines: list[str] = []
     for loaded in scenarios:
-        observers: list[Observer] = [] if args.quiet else [Progress()]
+        observers: list[Observer] = [*recorders(), *([] if args.quiet else [Progress()])]
         result = Runner(loaded, settings, observers=observers).run()
         verdict = result.verdict
         where = result.report or result.run_dir

@@ -28,6 +28,7 @@ import yaml
 from ._backend import LocalTarget, Target
 from ._errors import ScenarioError
 from ._loadgen import LoadGenerator, LoadResult, RequestSpec
+from ._recording import recorders
 from ._runner import Runner, RunResult, RunSettings
 from ._scenario import Backend, load_scenario
 from ._shapes import Constant, schedule
@@ -119,7 +120,7 @@ class ScenarioItem(pytest.Item):
             loaded = load_scenario(self.path)
         except ScenarioError as exc:
             raise ScenarioFailed(str(exc)) from None
-        result = Runner(loaded, settings(self.config)).run()
+        result = Runner(loaded, settings(self.config), observers=recorders()).run()
         self.config.stash[_RESULTS].append(result)
         if not result.passed:
             raise ScenarioFailed(summary(result))
@@ -196,7 +197,7 @@ def run_scenario(request: pytest.FixtureRequest) -> Callable[..., RunResult]:
         base = settings(config)
         for key, value in overrides.items():
             setattr(base, key, value)
-        result = Runner(loaded, base).run()
+        result = Runner(loaded, base, observers=recorders()).run()
         config.stash[_RESULTS].append(result)
         return result
 

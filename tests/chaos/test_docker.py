@@ -35,6 +35,7 @@ from chaos import (
     ToxiproxyClient,
     load_scenario,
     read_journal,
+    recorders,
     repair,
     wait_until,
 )
@@ -220,6 +221,7 @@ def test_scenarios_hold_on_the_docker_backend(
     result = Runner(
         load_scenario(SCENARIOS / f"{name}.yaml"),
         RunSettings(report_dir=tmp_path / "reports", backend=Backend.DOCKER),
+        observers=recorders(),
     ).run()
     verdict = result.verdict
     unmet = [e for e in verdict.expectations if not e.passed]
@@ -331,7 +333,9 @@ def test_pause_and_network_partition_are_applied_and_undone_on_containers(
 ) -> None:
     path = tmp_path / "container-faults.yaml"
     path.write_text(FAULTS)
-    result = Runner(load_scenario(path), RunSettings(report_dir=tmp_path / "reports")).run()
+    result = Runner(
+        load_scenario(path), RunSettings(report_dir=tmp_path / "reports"), observers=recorders()
+    ).run()
     verdict = result.verdict
     unmet = [e for e in verdict.expectations if not e.passed]
     assert result.passed, f"{verdict.status}: {unmet} {verdict.harness_errors}"

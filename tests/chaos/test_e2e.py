@@ -21,6 +21,7 @@ from chaos import (
     Verdict,
     load_scenario,
     read_journal,
+    recorders,
     repair,
     wait_until,
 )
@@ -64,7 +65,9 @@ def corrupted_files(registry: Path) -> list[str]:
 
 def run(name: str, tmp_path: Path) -> Verdict:
     result = Runner(
-        load_scenario(SCENARIOS / f"{name}.yaml"), RunSettings(report_dir=tmp_path / "reports")
+        load_scenario(SCENARIOS / f"{name}.yaml"),
+        RunSettings(report_dir=tmp_path / "reports"),
+        observers=recorders(),
     ).run()
     verdict = result.verdict
     unmet = [e for e in verdict.expectations if not e.passed]

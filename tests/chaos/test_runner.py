@@ -28,6 +28,7 @@ from chaos import (
     Target,
     load_scenario,
     read_journal,
+    recorders,
 )
 from tests.chaos._service import Service
 
@@ -109,7 +110,7 @@ class Harness:
         runner = Runner(
             load_scenario(path),
             RunSettings(report_dir=self.tmp_path / "reports", settle=1.0),
-            observers=[self.events.append, *([observer] if observer else [])],
+            observers=[*recorders(), self.events.append, *([observer] if observer else [])],
             target_factory=target_factory,
             injector_factory=injector_factory,
         )
@@ -143,7 +144,7 @@ def test_a_run_emits_events_in_order_and_writes_a_verdict(harness: Harness) -> N
     assert result.exit_code == 0, result.verdict
     assert harness.types() == [
         "run_started", "target_ready", "load_started", "fault_applied", "fault_reverted",
-        "load_finished", "verdict", "message", "run_finished",
+        "load_finished", "verdict", "run_finished",
     ]  # fmt: skip
     assert result.report == result.run_dir / "index.html" and result.report.is_file()
     assert (result.run_dir.parent / "index.html").is_file()
@@ -290,7 +291,8 @@ def test_two_runs_started_in_the_same_second_get_directories_of_their_own(
 
     def runner() -> Runner:
         return Runner(loaded, RunSettings(report_dir=tmp_path / "reports", settle=1.0),
-                      target_factory=lambda *_a: FakeTarget(served[0]))  # fmt: skip
+                      target_factory=lambda *_a: FakeTarget(served[0]),
+                      observers=recorders())  # fmt: skip
 
     first, second = runner(), runner()
     first.run_dir.mkdir(parents=True)  # the other job got there first, in this very second
@@ -320,7 +322,7 @@ def test_a_second_signal_while_reverting_is_said_and_every_revert_still_runs(
 
         result = Runner(
             load_scenario(path), RunSettings(report_dir=harness.tmp_path / "r", settle=1.0),
-            observers=[harness.events.append],
+            observers=[*recorders(), harness.events.append],
             target_factory=lambda *_a: FakeTarget(harness.url), injector_factory=injector_factory,
         ).run()  # fmt: skip
     finally:
@@ -358,7 +360,9 @@ def test_a_burst_shares_the_runs_time_axis_arrivals_and_health(harness: Harness)
         """\
         name: bursty
         seed: 5
-        load: {rate: 10/s, duration: 4s, arrivals: poisson}
+        # What is judged here is where the burst's requests fall, not the generator's lag on
+        # a busy machine (the bottleneck rule has a test of its own).
+        load: {rate: 10/s, duration: 4s, arrivals: poisson, max_lag: 1s}
         faults:
           - {name: rush, kind: burst, rate: 40/s, at: 1s, duration: 1s}
         expect:
@@ -381,3 +385,23 @@ def test_a_burst_shares_the_runs_time_axis_arrivals_and_health(harness: Harness)
     # The generator's health counts both: the main load's and the burst's requests.
     assert result.verdict.generator is not None
     assert result.verdict.generator.scheduled == len(requests)
+
+
+def test_the_run_loop_writes_nothing_itself_its_observers_do(
+    tmp_path: Path, served: tuple[str, Service], service: Service
+) -> None:
+    path = tmp_path / "tiny.yaml"
+    path.write_text("name: tiny\nload: {rate: 10/s, duration: 1s}\n")
+    seen: list[str] = []
+    bare = Runner(load_scenario(path), RunSettings(report_dir=tmp_path / "bare", settle=1.0),
+                  target_factory=lambda *_a: FakeTarget(served[0]),
+                  observers=[lambda e: seen.append(e.type.value)]).run()  # fmt: skip
+    # Without recorders the run still has its verdict and its events, and leaves no file.
+    assert bare.verdict.status == "passed" and seen[-2:] == ["verdict", "run_finished"]
+    assert list(bare.run_dir.iterdir()) == [] and bare.report is None
+    recorded = Runner(load_scenario(path), RunSettings(report_dir=tmp_path / "rec", settle=1.0),
+                      target_factory=lambda *_a: FakeTarget(served[0]),
+                      observers=recorders()).run()  # fmt: skip
+    names = sorted(p.name for p in recorded.run_dir.iterdir())
+    assert names == ["index.html", "journal.jsonl", "verdict.json"]
+    assert recorded.report == recorded.run_dir / "index.html"
