@@ -3,6 +3,7 @@ runs, the index of runs, and ``ichaos report``."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -126,3 +127,19 @@ def test_every_kind_of_run_renders(tmp_path: Path, status: str) -> None:
     page = render_run(make_run(tmp_path, status, status=status)).read_text()
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
     assert f'<span class="badge {status}">{status}</span>' in page
+
+
+def test_the_latency_chart_shows_served_answers_only(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "shed")
+    # Twenty 2 ms refusals in second 2: shed requests, not answers the service served.
+    shed = [
+        {"type": "request", "t": 2.0 + i / 20, "wall": 0.0, "index": 1000 + i,
+         "scheduled": 2.0 + i / 20, "sent": 2.0 + i / 20, "end": 2.002 + i / 20, "status": 429,
+         "error": None, "degraded": False, "latency_s": 0.002, "ttft_s": None}
+        for i in range(20)
+    ]  # fmt: skip
+    with (run_dir / "journal.jsonl").open("a", encoding="utf-8") as journal:
+        journal.writelines(json.dumps(e) + "\n" for e in shed)
+    page = render_run(run_dir).read_text()
+    assert "2–3s: sent 40, succeeded 20, degraded 0, shed 20, failed 0 req/s" in page
+    assert "2–3s: p50 50, p95 50, p99 50 ms" in page  # the 2 ms 429s are not in it
