@@ -26,7 +26,6 @@ from chaos import (
     BackendError,
     DockerTarget,
     EngineUnavailable,
-    ProcessExited,
     Runner,
     RunSettings,
     ScenarioError,
@@ -48,6 +47,7 @@ from chaos._docker import (
     connect,
     sweep,
 )
+from tests.chaos._harness import harness
 from tests.conftest import needs_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -241,29 +241,17 @@ def test_scenarios_hold_on_the_docker_backend(
 @needs_service
 @pytest.mark.chaos
 def test_what_a_killed_run_left_is_swept(engine: Any, isolated: Path, tmp_path: Path) -> None:
-    log_path = tmp_path / "ichaos.log"
-    with log_path.open("w") as log:
-        harness = subprocess.Popen(
-            [sys.executable, "-m", "chaos", "run", str(SCENARIOS / "baseline.yaml"),
-             "--backend", "docker", "--report-dir", str(tmp_path / "reports"), "--quiet"],
-            stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
-        )  # fmt: skip
-    host, namespace, _pid, _started = _owner().split(":")
-    owner = f"{host}:{namespace}:{harness.pid}:{_start_time(harness.pid)}"
-    try:
+    scenario, reports = SCENARIOS / "baseline.yaml", tmp_path / "reports"
+    with harness(scenario, reports, tmp_path / "ichaos.log", "--backend", "docker") as child:
+        host, namespace, _pid, _started = _owner().split(":")
+        owner = f"{host}:{namespace}:{child.pid}:{_start_time(child.pid)}"
         # Killed once its Toxiproxy and a worker run: mid-way through starting the stack.
         wait_until(
             lambda: len(ours(engine, **{LABEL_OWNER: owner})) >= 3, timeout=600, interval=0.5,
-            message="the harness's network and first containers", process=harness,
+            message="the harness's network and first containers", process=child,
         )  # fmt: skip
-        harness.send_signal(signal.SIGKILL)
-        harness.wait(timeout=10)
-    except ProcessExited as exc:
-        pytest.fail(f"{exc}; it said:\n{log_path.read_text()[-3000:]}")
-    finally:
-        if harness.poll() is None:
-            harness.kill()
-            harness.wait(timeout=10)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
     left = ours(engine, **{LABEL_OWNER: owner})
     assert left, "a SIGKILLed harness cannot have removed its containers"
     assert (isolated / "lease.json").exists()

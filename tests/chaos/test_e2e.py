@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from chaos import (
-    ProcessExited,
     Runner,
     RunSettings,
     Verdict,
@@ -25,6 +21,7 @@ from chaos import (
     repair,
     wait_until,
 )
+from tests.chaos._harness import harness
 from tests.conftest import needs_service
 
 pytestmark = [pytest.mark.chaos, needs_service]
@@ -96,13 +93,8 @@ def test_a_harness_killed_mid_fault_is_repaired_by_the_next_run(
     isolated: Path, registry: Path, tmp_path: Path
 ) -> None:
     reports = tmp_path / "reports"
-    log = (tmp_path / "ichaos.log").open("w")
-    harness = subprocess.Popen(
-        [sys.executable, "-m", "chaos", "run", str(SCENARIOS / "corrupted-checksum.yaml"),
-         "--report-dir", str(reports), "--quiet"],
-        stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
-    )  # fmt: skip
-    try:
+    scenario = SCENARIOS / "corrupted-checksum.yaml"
+    with harness(scenario, reports, tmp_path / "ichaos.log") as child:
 
         def damaged() -> bool:
             journals = list(reports.glob("*/journal.jsonl"))
@@ -111,19 +103,11 @@ def test_a_harness_killed_mid_fault_is_repaired_by_the_next_run(
             )
 
         wait_until(
-            damaged, timeout=120, interval=0.2, message="the model fault applied", process=harness
+            damaged, timeout=120, interval=0.2, message="the model fault applied", process=child
         )
         lease = json.loads((isolated / "lease.json").read_text())["processes"]
-        harness.send_signal(signal.SIGKILL)
-        harness.wait(timeout=10)
-    except ProcessExited as exc:
-        log.close()
-        pytest.fail(f"{exc}; it said:\n{(tmp_path / 'ichaos.log').read_text()[-3000:]}")
-    finally:
-        if harness.poll() is None:
-            harness.kill()
-            harness.wait(timeout=10)
-        log.close()
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
     assert corrupted_files(registry) == ["primary/v1/model.safetensors"]
     assert any(alive(p["pid"], p["marker"]) for p in lease), "the stack outlived its harness"
 
@@ -164,35 +148,23 @@ def test_a_signal_to_the_harness_at_any_moment_leaves_nothing_behind(
 ) -> None:
     reports = tmp_path / "reports"
     log_path = tmp_path / "ichaos.log"
-    with log_path.open("w") as log:
-        harness = subprocess.Popen(
-            [sys.executable, "-m", "chaos", "run", str(SCENARIOS / "corrupted-checksum.yaml"),
-             "--report-dir", str(reports), "--quiet"],
-            stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(),
-        )  # fmt: skip
-    try:
+    with harness(SCENARIOS / "corrupted-checksum.yaml", reports, log_path) as child:
         if moment == "provisioning":
             ready = lambda: _lease_names_the_stack(isolated)  # noqa: E731
         else:
             ready = lambda: _journal_has(reports, "fault_applied")  # noqa: E731
         wait_until(ready, timeout=240, interval=0.1, message=f"the run's {moment}",
-                   process=harness)  # fmt: skip
+                   process=child)  # fmt: skip
         owned = json.loads((isolated / "lease.json").read_text())["processes"]
         assert owned, "the run holds its processes in the lease"
         # To the harness's own pid, as a CI runner's cancel does: not to its process group,
         # so nothing but the harness itself can stop the stack.
-        harness.send_signal(signals[0])
+        child.send_signal(signals[0])
         if len(signals) > 1:
             wait_until(lambda: _journal_has(reports, "abort"), timeout=60, interval=0.02,
-                       message="the abort", process=harness)  # fmt: skip
-            harness.send_signal(signals[1])
-        code = harness.wait(timeout=240)
-    except ProcessExited as exc:
-        pytest.fail(f"{exc}; it said:\n{log_path.read_text()[-3000:]}")
-    finally:
-        if harness.poll() is None:
-            harness.kill()
-            harness.wait(timeout=10)
+                       message="the abort", process=child)  # fmt: skip
+            child.send_signal(signals[1])
+        code = child.wait(timeout=240)
     said = log_path.read_text()
     assert code == 1, said  # aborted, with a verdict
     (verdict_file,) = reports.glob("*/verdict.json")
