@@ -199,8 +199,9 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8p
 .muted { color: var(--muted); }
 .badge { display: inline-block; padding: 2px 10px; border-radius: 10px; font-weight: 600;
   color: #fff; text-transform: uppercase; font-size: 12px; }
-.passed { background: var(--ok); } .failed, .aborted, .error { background: var(--bad); }
-.incomplete { background: var(--warn); }
+.passed { background: var(--ok); }
+.failed, .aborted, .error, .harness_error { background: var(--bad); }
+.incomplete, .invalid { background: var(--warn); }
 .tiles { display: flex; flex-wrap: wrap; gap: 10px; margin: 14px 0; }
 .tile { background: var(--panel); border-radius: 8px; padding: 8px 14px; min-width: 150px; }
 .tile b { display: block; font-size: 18px; }

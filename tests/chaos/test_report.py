@@ -122,7 +122,9 @@ def test_ichaos_report_on_something_else_is_a_usage_error(tmp_path: Path) -> Non
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("status", ["passed", "failed", "aborted", "incomplete"])
+@pytest.mark.parametrize(
+    "status", ["passed", "failed", "aborted", "invalid", "harness_error", "incomplete"]
+)
 def test_every_kind_of_run_renders(tmp_path: Path, status: str) -> None:
     page = render_run(make_run(tmp_path, status, status=status)).read_text()
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
