@@ -16,6 +16,7 @@ experiments written in Python, and the run reports in pytest's own output.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fnmatch
 import tempfile
 from collections.abc import Callable, Iterator
@@ -61,11 +62,19 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def settings(config: pytest.Config) -> RunSettings:
-    """The effective settings: command line first, then ini, then the defaults."""
+    """The effective settings: command line first, then ini, then the defaults. A bad ini
+    value is a usage error that names what it accepts, never a bare ValueError."""
     backend = config.getoption("--chaos-backend") or config.getini("chaos_backend") or None
+    if backend and backend not in {b.value for b in Backend}:
+        choices = ", ".join(b.value for b in Backend)
+        raise pytest.UsageError(f"chaos_backend = {backend!r}: expected one of {choices}")
     seed = config.getoption("--chaos-seed")
-    if seed is None and config.getini("chaos_seed"):
-        seed = int(config.getini("chaos_seed"))
+    raw_seed = str(config.getini("chaos_seed")).strip()
+    if seed is None and raw_seed:
+        try:
+            seed = int(raw_seed)
+        except ValueError:
+            raise pytest.UsageError(f"chaos_seed = {raw_seed!r}: expected an integer") from None
     report = config.getoption("--chaos-report") or config.getini("chaos_report") or "reports"
     root = config.rootpath
     report_dir = Path(report) if Path(report).is_absolute() else root / report
@@ -194,9 +203,14 @@ def run_scenario(request: pytest.FixtureRequest) -> Callable[..., RunResult]:
                 path.unlink()
         else:
             loaded = load_scenario(scenario)
-        base = settings(config)
-        for key, value in overrides.items():
-            setattr(base, key, value)
+        known = {f.name for f in dataclasses.fields(RunSettings)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:  # a misspelt setting must not be silently ignored
+            raise TypeError(
+                f"run_scenario() got unknown settings {unknown}; RunSettings has "
+                f"{', '.join(sorted(known))}"
+            )
+        base = dataclasses.replace(settings(config), **overrides)
         result = Runner(loaded, base, observers=recorders()).run()
         config.stash[_RESULTS].append(result)
         return result

@@ -127,6 +127,41 @@ def test_run_scenario_fixture_runs_a_mapping_from_python(
     assert not list(Path(pytester.path).glob("*.yaml"))  # the temporary file is gone
 
 
+def test_a_misspelt_run_scenario_setting_is_an_error_not_ignored(
+    project: tuple[pytest.Pytester, str, Service],
+) -> None:
+    pytester, url, _ = project
+    pytester.makepyfile(
+        test_experiment=f"""
+        import pytest
+
+        def test_typo(run_scenario):
+            with pytest.raises(TypeError, match=r"unknown settings \\['sed'\\]; RunSettings has"):
+                run_scenario({{"name": "typo", "backend": "url", "url": "{url}",
+                               "load": {{"rate": "20/s", "duration": "1s"}}}}, sed=3)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("ini", "said"),
+    [
+        ("chaos_backend = kubernetes", "chaos_backend = 'kubernetes': expected one of local, "),
+        ("chaos_seed = three", "chaos_seed = 'three': expected an integer"),
+    ],
+)
+def test_a_bad_ini_value_is_a_usage_error_naming_what_is_valid(
+    project: tuple[pytest.Pytester, str, Service], ini: str, said: str
+) -> None:
+    pytester, _, _ = project
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert said in result.stderr.str() and "Traceback" not in result.stderr.str()
+
+
 @needs_service
 @pytest.mark.chaos
 def test_stack_toxiproxy_and_load_fixtures_drive_the_real_stack(
