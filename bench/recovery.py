@@ -19,6 +19,7 @@ rolls back after interval × threshold = 10 minutes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ from typing import Any
 
 import httpx
 
+from chaos._injectors import process_cmdline
 from target_service import (
     DEFAULT_REGISTRY,
     Registry,
@@ -107,10 +109,8 @@ class Bench:
         index = self.trial % 2
         self.trial += 1
         self.settle()
-        rest = self.up_since[index] + self.reset_after + 0.5 - time.monotonic()
-        if rest > 0:
-            time.sleep(rest)
-        pid = self.stack.worker("primary", index)["pid"]
+        self.rested((index,))
+        (pid,) = self.live_pids((index,))
         since = self.last_seq()
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
@@ -123,10 +123,32 @@ class Bench:
         self.up_since[index] = time.monotonic()
         return self.up_since[index] - killed
 
+    def rested(self, indexes: tuple[int, ...]) -> None:
+        """Wait until each replica has run ``reset_after`` since it last came back: one killed
+        sooner is crash-looping by the supervisor's rules and waits a doubled backoff, which
+        would measure the backoff policy instead of the recovery."""
+        rest = max(self.up_since[i] for i in indexes) + self.reset_after + 0.5 - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
+
+    def live_pids(self, indexes: tuple[int, ...]) -> list[int]:
+        """The primaries' pids as the supervisor's state has them, once each is a live worker
+        (the state is rewritten after a restart, so a pid read early may be the dead one's)."""
+
+        def live() -> list[int] | None:
+            pids = [int(self.stack.worker("primary", i)["pid"]) for i in indexes]
+            return (
+                pids if all("target_service worker" in process_cmdline(p) for p in pids) else None
+            )
+
+        found: list[int] = wait(live, "live primary workers in the state file")
+        return found
+
     # (b) -------------------------------------------------------------------------------------
     def all_down_to_degraded(self) -> float:
         self.settle()
-        pids = [self.stack.worker("primary", i)["pid"] for i in (0, 1)]
+        self.rested((0, 1))
+        pids = self.live_pids((0, 1))
         first: list[float] = []
         stop = threading.Event()
 
@@ -146,13 +168,16 @@ class Bench:
         time.sleep(0.3)  # traffic is flowing before the fault, as in production
         killed = time.monotonic()
         for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it died by itself just now: down
+                os.kill(pid, signal.SIGKILL)
         try:
             wait(lambda: first, "first degraded answer")
         finally:
             stop.set()
             for t in threads:
                 t.join()
+        self.settle()  # both back before the next trial; their rest counts from now
+        self.up_since = {0: time.monotonic(), 1: time.monotonic()}
         return min(first) - killed
 
     # (c) -------------------------------------------------------------------------------------
