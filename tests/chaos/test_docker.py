@@ -379,13 +379,13 @@ def test_compose_up_serves_through_toxiproxy(engine: Any, tmp_path: Path) -> Non
         assert up.returncode == 0, up.stderr
         ask = {"prompt": "hello", "max_new_tokens": 4}
 
-        def answered() -> bool:
+        def answered(model: str | None = "primary") -> bool:
             try:
                 reply = httpx.post(f"http://127.0.0.1:{client_port}/v1/generate", json=ask,
                                    timeout=10)  # fmt: skip
             except httpx.HTTPError:
                 return False
-            return reply.status_code == 200 and reply.json()["model"] == "primary"
+            return reply.status_code == 200 and model in (None, reply.json()["model"])
 
         wait_until(answered, timeout=240, interval=1, message="compose stack answering")
         with ToxiproxyClient(f"http://127.0.0.1:{api_port}") as api:
@@ -394,7 +394,8 @@ def test_compose_up_serves_through_toxiproxy(engine: Any, tmp_path: Path) -> Non
             api.add_toxic("client", Toxic(name="slow", type=ToxicType.LATENCY,
                                           attributes={"latency": 500}))  # fmt: skip
             started = time.monotonic()
-            assert answered()
+            # Any served answer: the stack's canary share may answer this one request.
+            assert answered(model=None)
             assert time.monotonic() - started >= 0.5
             api.remove_toxic("client", "slow")
         state = httpx.get(f"http://127.0.0.1:{gateway_port}/admin/state", timeout=10,
