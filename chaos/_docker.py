@@ -41,7 +41,7 @@ from ._errors import (
     RevertError,
     WaitTimeout,
 )
-from ._injectors import Injector, SignalKind
+from ._injectors import Injector, SignalKind, process_stat
 from ._toxiproxy import ToxiproxyClient, ToxiproxyUnavailable, find_server_binary
 from ._wait import wait_until
 
@@ -165,11 +165,8 @@ def check_engine(client: Any) -> str:
 def _start_time(pid: int | str) -> str:
     """The process's start time in clock ticks since boot ('' when it is gone): with the pid,
     it tells a process from a later one that got the same pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = process_stat(pid)
+    return fields[19] if len(fields) > 19 else ""
 
 
 def _pid_namespace() -> str:

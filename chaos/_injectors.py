@@ -250,13 +250,20 @@ def process_cmdline(pid: int) -> str:
         return ""
 
 
-def process_state(pid: int) -> str:
-    """The state letter of ``/proc/PID/stat`` (R, S, T, Z, ...); '' when there is no process."""
+def process_stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name, from the state letter on
+    (empty when there is no process): ``[0]`` the state, ``[19]`` the start time."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[0]
+        return []
+    return stat.rsplit(")", 1)[1].split()
+
+
+def process_state(pid: int) -> str:
+    """The state letter (R, S, T, Z, ...); '' when there is no process."""
+    fields = process_stat(pid)
+    return fields[0] if fields else ""
 
 
 def _continue(pid: int) -> None:
