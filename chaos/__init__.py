@@ -38,12 +38,12 @@ from ._loadgen import (
     RequestSpec,
     nearest_rank,
 )
+from ._loading import LoadedScenario, load_scenario
 from ._recording import HtmlReport, VerdictFile, recorders
 from ._report import load_run, render_index, render_run
 from ._runner import Runner, RunResult, RunSettings
 from ._scenario import (
     Backend,
-    LoadedScenario,
     ModelFault,
     PartitionFault,
     PartitionMethod,
@@ -51,7 +51,6 @@ from ._scenario import (
     Replicas,
     Scenario,
     ToxicFault,
-    load_scenario,
 )
 from ._shapes import Arrivals, Constant, Ramp, Shape, Spike, Step, expected_count, schedule
 from ._toxiproxy import (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ._backend import Target
 from ._errors import ApplyError, RevertError
@@ -198,17 +199,27 @@ def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Rando
     raise ApplyError(f"{name}: unsupported fault {spec!r}")  # pragma: no cover
 
 
+def _model_file(name: str, registry: Path, ref: str, file: str) -> Path:
+    """``file`` of model ``ref`` in ``registry``, refused unless it resolves (symlinks
+    followed) to a path inside that model version's own directory: a fault damages the model
+    it names and nothing else."""
+    model, version = ref.split(":", 1)
+    home = (registry / model / version).resolve()
+    path = home / file
+    if not path.resolve().is_relative_to(home):
+        raise ApplyError(f"{name}: {ref}/{file} leads outside the model's directory {home}")
+    return path
+
+
 def _model_injector(
     name: str, spec: ModelFault, target: Target, rng: random.Random
 ) -> ModelFaultInjector:
     if target.registry is None:
         raise ApplyError(f"{name}: this target has no model registry")
-    model, version = spec.model.split(":", 1)
-    path = target.registry / model / version / spec.file
+    path = _model_file(name, target.registry, spec.model, spec.file)
     swap = None
     if spec.swap_with is not None:
-        other, other_version = spec.swap_with.split(":", 1)
-        swap = target.registry / other / other_version / spec.file
+        swap = _model_file(name, target.registry, spec.swap_with, spec.file)
         if not swap.is_file():
             raise ApplyError(f"{name}: swap_with: no file {swap}")
     corruption = ModelCorruptionInjector(

@@ -21,12 +21,13 @@ from html import escape
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from slo import SLO, RequestRecord, SLOFileError, evaluate, load_yaml_document
 
 from ._errors import HarnessError, ScenarioError
 from ._events import Observer
+from ._loading import LoadedScenario, load_scenario, resolve_slos
 from ._recording import recorders
 from ._report import CSS, atomic_write, load_run
 from ._runner import Runner, RunResult, RunSettings
@@ -34,10 +35,8 @@ from ._scenario import (
     Backend,
     BurnRateAbort,
     ErrorRatioAbort,
-    LoadedScenario,
     SLOEntry,
-    load_scenario,
-    resolve_slos,
+    check_url,
 )
 from ._verdict import EXIT_FAILED, EXIT_HARNESS, EXIT_PASSED, Status, run_consumed
 
@@ -79,6 +78,12 @@ class GameDay(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
     url: str | None = Field(default=None, description="a staging service: load/network faults")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
+
     steps: list[Step] = Field(min_length=1)
     abort: list[GlobalAbort] = Field(default_factory=list)
     slos: list[SLOEntry] = Field(default_factory=list)

@@ -47,6 +47,7 @@ from ._faults import build_injector
 from ._injectors import Injector
 from ._journal import PAGE
 from ._loadgen import GeneratorHealth, LoadGenerator, LoadRecord, LoadResult, RequestSpec
+from ._loading import LoadedScenario
 from ._scenario import (
     Backend,
     BurnRateAbort,
@@ -55,7 +56,6 @@ from ._scenario import (
     ErrorRatioAbort,
     FaultSpec,
     HttpProbe,
-    LoadedScenario,
     Phase,
     ProbeAbort,
     ProbeSpec,

@@ -1,25 +1,27 @@
 """Scenario files: what traffic to send, what to do to the service, and what must still hold.
 
-Every model forbids unknown fields and every problem is reported with file, line and field
-(through ``slo.load_yaml_document``) before anything is started. References between parts of
-a scenario (an expectation naming a fault or an SLO, a probe naming an SLO) are checked here
-too, so a typo fails validation instead of a 60-second run.
+The models of a scenario file. Every model forbids unknown fields and every number is range
+checked; what a scenario means as a whole (references, overlaps, the stack's replicas) is
+checked in ``_checks``, and files are read in ``_loading``, which reports every problem with
+file, line and field before anything is started.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
+    Strict,
     Tag,
     ValidationInfo,
     WithJsonSchema,
@@ -27,15 +29,14 @@ from pydantic import (
     model_validator,
 )
 
-from slo import SLO, Duration, SLODocument, SLOFileError, load_slos, load_yaml_document
+from slo import Duration, Issue, SLODocument
 
-from ._errors import ScenarioError
 from ._injectors import Corruption, GpuFault, SignalKind
 from ._shapes import Arrivals, Constant, Ramp, Shape, Spike, Step
 from ._toxiproxy import Stream, ToxicType
 
 _UNITS = {"s": 1.0, "m": 1 / 60, "h": 1 / 3600}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
+_RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|m|h)\s*$")
 
 
 def _rate(value: Any) -> Any:
@@ -58,7 +59,7 @@ Rate = Annotated[
             "anyOf": [
                 {
                     "type": "string",
-                    "pattern": r"^\s*\d+(\.\d+)?\s*/\s*(s|m|h)\s*$",
+                    "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*/\s*(s|m|h)\s*$",
                     "examples": ["20/s", "600/m"],
                 },
                 {"type": "number", "minimum": 0, "maximum": 100_000},
@@ -71,6 +72,27 @@ Rate = Annotated[
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# Numbers are not coerced from text or booleans: `max_new_tokens: '8'` or `true` is a mistake in
+# the file, and the published JSON Schema (which says "integer") must agree with the models.
+Int = Annotated[int, Strict()]
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+Index = Annotated[int, Strict(), Field(ge=0, le=1023)]
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def _name(value: str) -> str:
+    if not re.fullmatch(_NAME, value):
+        raise ValueError(
+            f"invalid name {value[:70]!r}: 1 to 64 letters, digits, `_`, `.` or `-`, "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(_name), WithJsonSchema({"type": "string", "pattern": _NAME})]
+"""A name that also ends up in file and directory names: 1-64 characters, no path parts."""
 
 
 class Backend(StrEnum):
@@ -112,7 +134,7 @@ class StepShape(_Strict):
 class SpikeAt(_Strict):
     at: Duration
     length: Duration = Field(gt=0)
-    factor: float = Field(gt=0, le=1000)
+    factor: Number = Field(gt=0, le=1000)
 
 
 class SpikeShape(_Strict):
@@ -146,10 +168,10 @@ class Load(_Strict):
     arrivals: Arrivals = Arrivals.UNIFORM
     duration: Duration = Field(gt=0, le=3600)
     prompts: PromptSet | PromptFile = PromptSet.CHAT
-    max_new_tokens: int = Field(default=8, ge=1, le=512)
+    max_new_tokens: Int = Field(default=8, ge=1, le=512)
     stream: bool = False
-    user_share: float = Field(default=0.0, ge=0, le=1, description="requests carrying a user")
-    users: int = Field(default=200, ge=1, description="distinct users drawn from")
+    user_share: Number = Field(default=0.0, ge=0, le=1, description="requests carrying a user")
+    users: Int = Field(default=200, ge=1, le=1_000_000, description="distinct users drawn from")
     endpoint: Endpoint = Endpoint.GENERATE
     timeout: Duration = Field(default=10.0, gt=0)
     max_lag: Duration = Field(
@@ -158,7 +180,7 @@ class Load(_Strict):
         description="the run is invalid when the generator's schedule lag p99 exceeds this "
         "(lag adds to every measured latency; 50 ms is a tenth of a 500 ms bound)",
     )
-    max_cpu: float = Field(
+    max_cpu: Number = Field(
         default=0.9,
         gt=0,
         le=1,
@@ -190,14 +212,26 @@ class Replicas(_Strict):
     scenario seed) or, with neither, every replica of the pool."""
 
     pool: Pool
-    index: int | list[int] | None = None
-    random: int | None = Field(default=None, ge=1)
+    index: (
+        Annotated[
+            Annotated[Index, Tag("one")] | Annotated[list[Index], Field(min_length=1), Tag("list")],
+            Discriminator(lambda v: "list" if isinstance(v, list | tuple) else "one"),
+        ]
+        | None
+    ) = None
+    random: Int | None = Field(default=None, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _one_way(self) -> Replicas:
         if self.index is not None and self.random is not None:
             raise ValueError("give `index` or `random`, not both")
         return self
+
+    def indices(self) -> list[int] | None:
+        """The replicas named by index; None for every replica or a random draw."""
+        if self.index is None:
+            return None
+        return list(self.index) if isinstance(self.index, list) else [self.index]
 
     def describe(self) -> str:
         if self.random is not None:
@@ -208,13 +242,16 @@ class Replicas(_Strict):
 
 
 class Gateway(_Strict):
-    gateway: Literal[True] = True
+    gateway: Literal[True]
+
+
+_INDEX_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 1023}
 
 
 def _hop(value: Any) -> Any:
     """``client`` or ``primary[0]``-style shorthand for a gateway→worker hop."""
     if isinstance(value, str) and value != "client":
-        match = re.fullmatch(r"(primary|canary|fallback)(?:\[(\d+)\])?", value.strip())
+        match = re.fullmatch(r"(primary|canary|fallback)(?:\[([0-9]{1,4})\])?", value)
         if not match:
             raise ValueError(
                 f"invalid hop {value!r}: `client` (client → gateway) or a worker link such as "
@@ -226,23 +263,32 @@ def _hop(value: Any) -> Any:
 
 
 Hop = Annotated[
-    Literal["client"] | Replicas,
+    Annotated[Literal["client"], Tag("client")] | Annotated[Replicas, Tag("replicas")],
+    Discriminator(lambda v: "replicas" if isinstance(v, dict | Replicas) else "client"),
     BeforeValidator(_hop),
     WithJsonSchema(
         {
             "anyOf": [
                 {
                     "type": "string",
-                    "pattern": r"^(client|(primary|canary|fallback)(\[\d+\])?)$",
+                    "pattern": r"^(client|(primary|canary|fallback)(\[[0-9]{1,4}\])?)$",
                     "examples": ["client", "primary[0]", "primary"],
                 },
                 {
                     "type": "object",
                     "properties": {
                         "pool": {"enum": [p.value for p in Pool]},
-                        "index": {"type": ["integer", "array", "null"]},
+                        "index": {
+                            "anyOf": [
+                                _INDEX_SCHEMA,
+                                {"type": "array", "items": _INDEX_SCHEMA, "minItems": 1},
+                                {"type": "null"},
+                            ]
+                        },
+                        "random": {"type": ["integer", "null"], "minimum": 1, "maximum": 1024},
                     },
                     "required": ["pool"],
+                    "additionalProperties": False,
                 },
             ]
         }
@@ -253,8 +299,23 @@ Hop = Annotated[
 # -- faults ----------------------------------------------------------------------------------
 
 
+def _target_kind(value: Any) -> str:
+    return (
+        "gateway"
+        if isinstance(value, Gateway) or (isinstance(value, dict) and "gateway" in value)
+        else "replicas"
+    )
+
+
+ProcessTarget = Annotated[
+    Annotated[Replicas, Tag("replicas")] | Annotated[Gateway, Tag("gateway")],
+    Discriminator(_target_kind),
+]
+"""Workers (``{pool: primary, index: 0}``) or the gateway (``{gateway: true}``)."""
+
+
 class _Fault(_Strict):
-    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Name | None = None
     at: Duration = Field(description="seconds after the load starts")
     duration: Duration | None = Field(default=None, gt=0, description="reverted after this")
 
@@ -271,20 +332,34 @@ class ToxicFault(_Fault):
     hop: Hop
     toxic: ToxicType
     stream: Stream = Stream.DOWNSTREAM
-    toxicity: float = Field(default=1.0, ge=0, le=1)
-    attributes: dict[str, int] = Field(default_factory=dict)
+    toxicity: Number = Field(default=1.0, ge=0, le=1)
+    attributes: dict[str, ToxicValue] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _attributes(self) -> ToxicFault:
-        allowed = _TOXIC_ATTRIBUTES[self.toxic]
-        unknown = sorted(set(self.attributes) - allowed)
+    @field_validator("attributes")
+    @classmethod
+    def _attributes(cls, attributes: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        toxic = info.data.get("toxic")
+        if toxic is None:  # already reported
+            return attributes
+        allowed = _TOXIC_ATTRIBUTES[toxic]
+        unknown = sorted(set(attributes) - allowed)
         if unknown:
             raise ValueError(
-                f"{self.toxic.value} has no attribute {', '.join(unknown)}; "
+                f"{toxic.value} has no attribute {', '.join(unknown)}; "
                 f"it takes {', '.join(sorted(allowed)) or 'none'}"
             )
-        return self
+        for key, value in attributes.items():
+            if key in _TOXIC_MILLISECONDS and value > MAX_FAULT_MS:
+                raise ValueError(
+                    f"{key} of {value} ms is longer than an hour (at most {MAX_FAULT_MS})"
+                )
+        return attributes
 
+
+MAX_FAULT_MS = 3_600_000
+ToxicValue = Annotated[int, Strict(), Field(ge=0, le=2**31 - 1)]
+"""Toxiproxy's attributes are milliseconds, KB/s or bytes: whole and never negative."""
+_TOXIC_MILLISECONDS = {"latency", "jitter", "delay", "timeout"}
 
 _TOXIC_ATTRIBUTES: dict[ToxicType, set[str]] = {
     ToxicType.LATENCY: {"latency", "jitter"},
@@ -322,7 +397,7 @@ class ProcessFault(_Fault):
 
     kind: Literal["process"]
     signal: SignalKind
-    target: Replicas | Gateway
+    target: ProcessTarget
 
     @model_validator(mode="after")
     def _pause_needs_duration(self) -> ProcessFault:
@@ -337,7 +412,52 @@ class GpuFaultSpec(_Fault):
     kind: Literal["gpu"]
     fault: GpuFault
     target: Replicas
-    params: dict[str, int] = Field(default_factory=dict, description="ms_per_token, count")
+    params: dict[str, Annotated[int, Strict()]] = Field(
+        default_factory=dict,
+        description="`slow` takes ms_per_token (1-60000, required), `oom` count (1-1000000)",
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, params: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        fault = info.data.get("fault")
+        if fault is None:  # already reported
+            return params
+        allowed = _GPU_PARAMS[fault]
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            takes = ", ".join(sorted(allowed)) or "no parameter"
+            raise ValueError(f"{fault.value} has no parameter {', '.join(unknown)}; "
+                             f"it takes {takes}")  # fmt: skip
+        for key, (low, high, required) in allowed.items():
+            value = params.get(key)
+            if value is None:
+                if required:
+                    raise ValueError(f"{fault.value} needs {key} ({low}-{high})")
+            elif not low <= value <= high:
+                raise ValueError(f"{key} must be within {low}-{high} (got {value})")
+        return params
+
+
+_GPU_PARAMS: dict[GpuFault, dict[str, tuple[int, int, bool]]] = {
+    GpuFault.GPU_ERROR: {},
+    GpuFault.HANG: {},
+    GpuFault.SLOW: {"ms_per_token": (1, 60_000, True)},
+    GpuFault.OOM: {"count": (1, 1_000_000, False)},
+}
+
+
+_MODEL_REF = r"^[a-z0-9][a-z0-9_.-]{0,63}:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def _inside_model(value: str) -> str:
+    parts = value.split("/")
+    if value.startswith("/") or "\\" in value or any(p in {"", ".", ".."} for p in parts):
+        raise ValueError(
+            f"{value!r} is not a path inside the model's directory: give a relative path "
+            "such as model.safetensors, without `..`, `.` or a leading `/`"
+        )
+    return value
 
 
 class ModelFault(_Fault):
@@ -345,14 +465,24 @@ class ModelFault(_Fault):
     the original bytes come back on revert, checked by sha256."""
 
     kind: Literal["model"]
-    model: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9_.-]*:[A-Za-z0-9_.-]+$", description="NAME:VERSION"
+    model: str = Field(pattern=_MODEL_REF, description="NAME:VERSION")
+    file: str = Field(
+        default="model.safetensors",
+        description="a path inside the model's directory (no `..`, not absolute)",
     )
-    file: str = "model.safetensors"
     corruption: Corruption = Corruption.BIT_FLIP
-    swap_with: str | None = Field(default=None, description="NAME:VERSION whose file is swapped in")
+    swap_with: str | None = Field(
+        default=None,
+        pattern=_MODEL_REF,
+        description="NAME:VERSION whose file is swapped in",
+    )
     reload: Literal["restart", "admin", "none"] = "admin"
     target: Replicas | None = Field(default=None, description="replicas to reload")
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str) -> str:
+        return _inside_model(value)
 
     @model_validator(mode="after")
     def _swap(self) -> ModelFault:
@@ -386,20 +516,23 @@ class Phase(StrEnum):
 
 
 class JsonCheck(_Strict):
-    field: str = Field(description="a dotted path into the JSON answer, e.g. canary_weight")
+    field: str = Field(
+        pattern=r"^[^.\s]+(\.[^.\s]+)*$",
+        description="a dotted path into the JSON answer, e.g. canary_weight",
+    )
     equals: Any = None
-    at_least: float | None = None
-    at_most: float | None = None
+    at_least: Number | None = None
+    at_most: Number | None = None
 
 
 class HttpProbe(_Strict):
     kind: Literal["http"]
-    name: str
+    name: Name
     method: Literal["GET", "POST"] = "GET"
     path: str = Field(pattern=r"^/")
     body: dict[str, Any] | None = None
     admin: bool = Field(default=False, description="send the admin token")
-    status: int = 200
+    status: Int = Field(default=200, ge=100, le=599)
     json_: list[JsonCheck] = Field(default_factory=list, alias="json")
     timeout: Duration = 5.0
     when: list[Phase] = Field(default_factory=lambda: [Phase.BEFORE, Phase.AFTER])
@@ -409,10 +542,10 @@ class SliProbe(_Strict):
     """The SLI of a named SLO over the last ``window`` of the run's own requests."""
 
     kind: Literal["sli"]
-    name: str
+    name: Name
     slo: str
     window: Duration = Field(default=5.0, gt=0)
-    min: float | None = Field(default=None, ge=0, le=1, description="default: the SLO's target")
+    min: Number | None = Field(default=None, ge=0, le=1, description="default: the SLO's target")
     when: list[Phase] = Field(default_factory=lambda: [Phase.DURING])
 
 
@@ -427,16 +560,16 @@ class SteadyState(_Strict):
 class BurnRateAbort(_Strict):
     kind: Literal["burn_rate"]
     slo: str
-    above: float = Field(gt=0)
+    above: Number = Field(gt=0)
     window: Duration = Field(default=5.0, gt=0)
-    min_requests: int = Field(default=20, ge=1)
+    min_requests: Int = Field(default=20, ge=1)
 
 
 class ErrorRatioAbort(_Strict):
     kind: Literal["error_ratio"]
-    above: float = Field(gt=0, le=1)
+    above: Number = Field(gt=0, le=1)
     window: Duration = Field(default=5.0, gt=0)
-    min_requests: int = Field(default=20, ge=1)
+    min_requests: Int = Field(default=20, ge=1)
     overdue: Duration | None = Field(
         default=None,
         gt=0,
@@ -448,7 +581,7 @@ class ErrorRatioAbort(_Strict):
 class ProbeAbort(_Strict):
     kind: Literal["probe"]
     probe: str
-    failures: int = Field(default=3, ge=1, description="consecutive failures during the run")
+    failures: Int = Field(default=3, ge=1, description="consecutive failures during the run")
 
 
 AbortSpec = Annotated[BurnRateAbort | ErrorRatioAbort | ProbeAbort, Field(discriminator="kind")]
@@ -461,7 +594,9 @@ class SLOFile(_Strict):
 
 
 def _slo_entry(value: Any) -> str:
-    return "file" if isinstance(value, dict | SLOFile) and set(_keys(value)) == {"file"} else "doc"
+    # Tags appear in error paths, where the loader drops them: they must not be field names.
+    file = isinstance(value, dict | SLOFile) and set(_keys(value)) == {"file"}
+    return "slo-file" if file else "slo-document"
 
 
 def _keys(value: Any) -> list[str]:
@@ -469,7 +604,7 @@ def _keys(value: Any) -> list[str]:
 
 
 SLOEntry = Annotated[
-    Annotated[SLOFile, Tag("file")] | Annotated[SLODocument, Tag("doc")],
+    Annotated[SLOFile, Tag("slo-file")] | Annotated[SLODocument, Tag("slo-document")],
     Discriminator(_slo_entry),
 ]
 
@@ -492,7 +627,7 @@ class SLOMet(_Expectation):
 class BudgetCeiling(_Expectation):
     kind: Literal["budget"]
     slo: str
-    max_consumed: float = Field(
+    max_consumed: Number = Field(
         ge=0,
         description="the run's budget consumed at most this: bad events / (budget × events) "
         "over the run, 0.5 = 50%",
@@ -510,7 +645,7 @@ class Recovery(_Expectation):
 class FallbackShare(_Expectation):
     kind: Literal["fallback"]
     during: str = Field(description="the name of a fault with a duration")
-    min_share: float = Field(ge=0, le=1, description="of the requests answered in the window")
+    min_share: Number = Field(ge=0, le=1, description="of the requests answered in the window")
     none_after: Duration | None = Field(
         default=None, description="no fallback answer this long after the fault ends"
     )
@@ -526,7 +661,7 @@ class EventExpectation(_Expectation):
     kind: Literal["event"]
     event: str = Field(description="a gateway/supervisor event kind, e.g. worker_restarted")
     present: bool = True
-    min_count: int = Field(default=1, ge=1)
+    min_count: Int = Field(default=1, ge=1)
     details: dict[str, Any] = Field(default_factory=dict, description="fields the event must have")
 
 
@@ -535,8 +670,8 @@ class StatusShare(_Expectation):
 
     kind: Literal["status"]
     status: str = Field(pattern=r"^([1-5]xx|[1-5]\d\d|error)$")
-    max_share: float | None = Field(default=None, ge=0, le=1)
-    min_share: float | None = Field(default=None, ge=0, le=1)
+    max_share: Number | None = Field(default=None, ge=0, le=1)
+    min_share: Number | None = Field(default=None, ge=0, le=1)
     during: str | None = Field(default=None, description="only in this fault's window")
 
 
@@ -553,12 +688,12 @@ ExpectSpec = Annotated[
 
 
 class Scenario(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: Name
     description: str = ""
     backend: Backend = Backend.LOCAL
     url: str | None = Field(default=None, description="the service, for `backend: url`")
     stack: Path | None = Field(default=None, description="stack file; default the shipped one")
-    seed: int = 0
+    seed: Int = Field(default=0, ge=-(2**63), le=2**63 - 1)
     load: Load
     steady_state: SteadyState = SteadyState()
     faults: list[FaultSpec] = Field(default_factory=list)
@@ -566,71 +701,50 @@ class Scenario(_Strict):
     slos: list[SLOEntry] = Field(default_factory=list)
     expect: list[ExpectSpec] = Field(default_factory=list)
 
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
+
     @model_validator(mode="after")
-    def _references(self, info: ValidationInfo) -> Scenario:
-        faults = self.fault_names()
-        if len(set(faults)) != len(faults):
-            raise ValueError(
-                f"fault names repeat: {sorted({n for n in faults if faults.count(n) > 1})}"
-            )
-        for fault in self.faults:
-            if fault.at >= self.load.duration:
-                raise ValueError(
-                    f"fault {self.name_of(fault)!r} starts at {fault.at:g}s, after the load ends"
-                )
-        problem = self.unsupported_by(self.backend)
-        if problem:
-            raise ValueError(problem)
-        if (self.backend is Backend.URL) != (self.url is not None):
-            raise ValueError("`url` goes with `backend: url`, and only with it")
+    def _meaning(self, info: ValidationInfo) -> Scenario:
+        # A file is checked by its loader, which reports each problem at its line; a scenario
+        # built in code gets the same checks here.
+        if (info.context or {}).get("file"):
+            return self
+        from ._checks import scenario_issues, slo_name_issues
+
         inline = [e.name for e in self.slos if isinstance(e, SLODocument)]
-        probes = [p.name for p in self.steady_state.probes]
-        for expect in self.expect:
-            if isinstance(expect, FallbackShare | StatusShare | CanaryRollback):
-                ref = expect.during if not isinstance(expect, CanaryRollback) else expect.after
-                if ref is not None and ref not in faults:
-                    raise ValueError(
-                        f"expect {expect.kind}: no fault named {ref!r} (faults: {faults})"
-                    )
-            if isinstance(expect, FallbackShare) and self.fault(expect.during).end is None:
-                raise ValueError(f"expect fallback: fault {expect.during!r} has no duration")
-        for abort in self.abort:
-            if isinstance(abort, ProbeAbort) and abort.probe not in probes:
-                raise ValueError(f"abort: no probe named {abort.probe!r} (probes: {probes})")
-        if not (info.context or {}).get("defer_slo_names"):
-            self.check_slo_names(inline)
+        issues = [*scenario_issues(self), *slo_name_issues(self, inline)]
+        if issues:
+            raise ValueError("; ".join(f"{_path(i.loc)}: {i.message}" for i in issues))
         return self
 
-    def unsupported_by(self, backend: Backend) -> str | None:
-        """Why this scenario cannot run on ``backend`` (None: it can)."""
-        for fault in self.faults:
+    def unsupported(self, backend: Backend) -> Issue | None:
+        """Why this scenario cannot run on ``backend``, located at the fault (None: it can)."""
+        for index, fault in enumerate(self.faults):
+            name = self.name_of(fault)
             if (
                 isinstance(fault, PartitionFault)
                 and fault.method is PartitionMethod.NETWORK
                 and backend is not Backend.DOCKER
             ):
-                return f"fault {self.name_of(fault)!r}: `method: network` needs the docker backend"
-        if backend is not Backend.URL:
-            return None
-        for fault in self.faults:
+                why = "`method: network` needs the docker backend"
+                return Issue(("faults", index, "method"), f"fault {name!r}: {why}")
+            if backend is not Backend.URL:
+                continue
             if not isinstance(fault, ToxicFault | PartitionFault | BurstFault):
-                return (
-                    f"fault {self.name_of(fault)!r}: the url backend takes only load and network "
-                    "faults"
-                )
+                why = "the url backend takes only load and network faults"
+                return Issue(("faults", index, "kind"), f"fault {name!r}: {why}")
             if isinstance(fault, ToxicFault | PartitionFault) and fault.hop != "client":
-                return f"fault {self.name_of(fault)!r}: the url backend has only the `client` hop"
+                why = "the url backend has only the `client` hop"
+                return Issue(("faults", index, "hop"), f"fault {name!r}: {why}")
         return None
 
-    def check_slo_names(self, known: list[str]) -> None:
-        wanted = [
-            *(e.slo for e in self.expect if isinstance(e, SLOMet | BudgetCeiling)),
-            *(a.slo for a in self.abort if isinstance(a, BurnRateAbort)),
-            *(p.slo for p in self.steady_state.probes if isinstance(p, SliProbe)),
-        ]
-        missing = sorted({n for n in wanted if n not in known})
-        if missing:
-            raise ValueError(f"no SLO named {', '.join(map(repr, missing))} (SLOs: {known})")
+    def unsupported_by(self, backend: Backend) -> str | None:
+        """Why this scenario cannot run on ``backend`` (None: it can)."""
+        issue = self.unsupported(backend)
+        return None if issue is None else issue.message
 
     def fault_names(self) -> list[str]:
         return [self.name_of(f) for f in self.faults]
@@ -643,92 +757,20 @@ class Scenario(_Strict):
         return self.faults[self.fault_names().index(name)]
 
 
-@dataclass(frozen=True)
-class LoadedScenario:
-    """A validated scenario with its file references resolved (SLO files read, paths absolute)."""
-
-    scenario: Scenario
-    path: Path | None
-    text: str
-    slos: list[SLO]
-    prompts: list[str]
-
-
-_PROMPTS: dict[PromptSet, list[str]] = {
-    PromptSet.CHAT: [
-        "What is a good name for a cat?",
-        "How do I boil an egg?",
-        "Tell me a fact about the sea.",
-        "Why is the sky blue?",
-        "What should I cook tonight?",
-        "How far away is the moon?",
-        "Give me a word that rhymes with light.",
-        "What is the capital of France?",
-    ],
-    PromptSet.SHORT: ["hi", "hello", "ok", "thanks", "why", "yes"],
-    PromptSet.LONG: [
-        "The station keeper wrote in the log that the wind had turned in the night, that the "
-        "boats had stayed in the harbour and that the lamp had burned until morning. Continue:",
-        "A service that answers questions must stay up when one of its machines fails. Explain "
-        "in plain words how a fallback model keeps users answered while the main model is down:",
-    ],
-}
-
-
-def resolve_slos(entries: list[SLOFile | SLODocument], source: Path) -> list[SLO]:
-    """The SLOs a file lists: inline documents, and SLO files read relative to ``source``."""
-    base = source.resolve().parent
-    slos: list[SLO] = []
-    for entry in entries:
-        if isinstance(entry, SLOFile):
-            file = entry.file if entry.file.is_absolute() else base / entry.file
-            try:
-                slos.extend(load_slos(file))
-            except SLOFileError as exc:
-                raise ScenarioError(f"{source}: slos: {entry.file}:\n{exc}") from exc
-        else:
-            slos.append(entry.to_slo())
-    return slos
-
-
-def load_scenario(path: str | Path) -> LoadedScenario:
-    """Read, validate and resolve one scenario file; raises :class:`ScenarioError` listing
-    every problem with file, line and field."""
-    source = Path(path)
+def check_url(value: str) -> str:
+    """An http(s) URL with a host, e.g. ``http://127.0.0.1:8000``; anything else is refused
+    before a request is sent to it."""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or value != value.strip():
+        raise ValueError(f"{value!r} is not an http(s) URL with a host, e.g. http://127.0.0.1:8000")
     try:
-        scenario = load_yaml_document(source, Scenario, context={"defer_slo_names": True})
-    except SLOFileError as exc:
-        raise ScenarioError(f"invalid scenario:\n{exc}") from exc
-    base = source.resolve().parent
-    slos = resolve_slos(scenario.slos, source)
-    names = [s.name for s in slos]
-    try:
-        scenario.check_slo_names(names)
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
     except ValueError as exc:
-        raise ScenarioError(f"invalid scenario:\n{source}: {exc}") from exc
-    updates: dict[str, Any] = {}
-    if scenario.stack is not None and not scenario.stack.is_absolute():
-        updates["stack"] = base / scenario.stack
-    if updates:
-        scenario = scenario.model_copy(update=updates)
-    if scenario.stack is not None and not scenario.stack.is_file():
-        raise ScenarioError(f"{source}: stack: no such file {scenario.stack}")
-    prompts = _prompts(scenario.load.prompts, base, source)
-    return LoadedScenario(
-        scenario=scenario, path=source, text=source.read_text(encoding="utf-8"), slos=slos,
-        prompts=prompts,
-    )  # fmt: skip
+        raise ValueError(f"{value!r}: {exc}") from exc
+    if any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} is not an http(s) URL: it contains white space")
+    return value
 
 
-def _prompts(spec: PromptSet | PromptFile, base: Path, source: Path) -> list[str]:
-    if isinstance(spec, PromptSet):
-        return list(_PROMPTS[spec])
-    file = spec.file if spec.file.is_absolute() else base / spec.file
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{source}: load.prompts.file: cannot read {file}: {exc}") from exc
-    prompts = [line.strip() for line in lines if line.strip()]
-    if not prompts:
-        raise ScenarioError(f"{source}: load.prompts.file: {file} has no prompt")
-    return prompts
+def _path(loc: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")

@@ -17,12 +17,13 @@ from pathlib import Path
 from ._errors import ReportError, ScenarioError
 from ._events import Observer
 from ._gameday import load_gameday, run_gameday
+from ._loading import LoadedScenario, load_scenario
 from ._progress import Progress
 from ._recording import recorders
 from ._reference import scenario_reference
 from ._report import render_index, render_run
 from ._runner import Runner, RunSettings
-from ._scenario import Backend, LoadedScenario, load_scenario
+from ._scenario import Backend, check_url
 from ._schema import SchemaKind
 from ._schema import schema as render_schema
 from ._version import __version__
@@ -45,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gameday.add_argument("file", type=Path, metavar="FILE")
     gameday.add_argument("--yes", action="store_true", help="confirm operator steps unattended")
-    gameday.add_argument("--url", help="a staging service (load and network faults only)")
+    gameday.add_argument(
+        "--url", type=_url, help="a staging service (load and network faults only)"
+    )
     gameday.add_argument("--seed", type=int, help="override every scenario's seed")
     gameday.add_argument("--report-dir", type=Path, default=Path("reports"))
     gameday.add_argument("--quiet", action="store_true", help="no per-request progress")
@@ -89,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--backend", choices=[b.value for b in Backend], help="override the scenario's"
     )
-    run.add_argument("--url", help="the service's URL, for --backend url")
+    run.add_argument("--url", type=_url, help="the service's URL, for --backend url")
     run.add_argument("--seed", type=int, help="override the scenario's seed")
     run.add_argument("--report-dir", type=Path, default=Path("reports"), help="default: reports")
     run.add_argument("--quiet", action="store_true", help="print only the verdict lines")
@@ -108,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     return parser
+
+
+def _url(value: str) -> str:
+    try:
+        return check_url(value)
+    except ValueError as exc:  # argparse then exits 2 with "argument --url: ..."
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _list(directory: Path) -> int:

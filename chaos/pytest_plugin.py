@@ -26,12 +26,15 @@ from typing import Any
 import pytest
 import yaml
 
+from slo import SLOFileError, read_yaml_documents
+
 from ._backend import LocalTarget, Target
 from ._errors import ScenarioError
 from ._loadgen import LoadGenerator, LoadResult, RequestSpec
+from ._loading import load_scenario
 from ._recording import recorders
 from ._runner import Runner, RunResult, RunSettings
-from ._scenario import Backend, load_scenario
+from ._scenario import Backend
 from ._shapes import Constant, schedule
 from ._toxiproxy import ToxiproxyClient
 
@@ -100,10 +103,10 @@ def _is_scenario_file(file_path: Path, config: pytest.Config) -> bool:
     ):
         return False
     try:
-        head = yaml.safe_load(file_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        documents = read_yaml_documents(file_path)
+    except SLOFileError:
         return True  # looks like one by its place; its item reports why it cannot be read
-    return isinstance(head, dict) and "load" in head
+    return len(documents) == 1 and isinstance(documents[0], dict) and "load" in documents[0]
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

@@ -13,6 +13,7 @@ from ._duration import Duration, format_duration, parse_duration
 from ._errors import EvaluationError, Problem, SLOError, SLOFileError
 from ._events import Slice
 from ._extrapolate import BreachCost, Extrapolation
+from ._issues import Issue
 from ._models import (
     DEFAULT_BAD,
     SLI,
@@ -41,6 +42,7 @@ from ._parse import (
     parse_slos,
     parse_yaml_document,
 )
+from ._reading import read_document_text, read_yaml_documents
 from ._records import RecordSet, RequestRecord
 from ._rules import DEFAULT_RULES, BurnRateRule, Severity, default_rules
 
@@ -64,6 +66,7 @@ __all__ = [
     "EvaluationError",
     "Extrapolation",
     "FailurePolicy",
+    "Issue",
     "LatencySLI",
     "Occurrences",
     "Op",
@@ -91,4 +94,6 @@ __all__ = [
     "parse_slo",
     "parse_slos",
     "parse_yaml_document",
+    "read_document_text",
+    "read_yaml_documents",
 ]

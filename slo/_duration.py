@@ -20,8 +20,9 @@ _UNITS: dict[str, float] = {
     "d": 86400.0,
     "w": 604800.0,
 }
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w))+")
+# [0-9], not \d: Python's \d also matches other scripts' digits, which JSON Schema's does not.
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")
+_WHOLE = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d|w))+")
 
 DAY = 86400.0
 THIRTY_DAYS = 30 * DAY
@@ -85,7 +86,7 @@ def _from_file(info: ValidationInfo) -> bool:
 
 DURATION_TEXT_SCHEMA: dict[str, Any] = {
     "type": "string",
-    "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*)+$",
+    "pattern": r"^\s*([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w))+\s*$",
     "examples": ["500ms", "30s", "5m", "1h30m", "30d"],
 }
 """A duration as files write it, for editors' JSON Schema."""

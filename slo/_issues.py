@@ -27,6 +27,12 @@ class DocumentInvalid(Exception):
         self.issues = issues
 
 
+def _short(value: object, limit: int = 60) -> str:
+    """A value as the message quotes it; a whole file read as one string is not repeated."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}…{text[-4:]}"
+
+
 def issues_from(error: ValidationError, prefix: Loc = ()) -> list[Issue]:
     """Pydantic's errors as issues with messages written for the person editing the file."""
     issues = []
@@ -50,6 +56,6 @@ def issues_from(error: ValidationError, prefix: Loc = ()) -> list[Issue]:
             message = str(detail["msg"]).removeprefix("Value error, ")
             value = detail.get("input")
             if isinstance(value, str | int | float | bool) and repr(value) not in message:
-                message = f"{message} (got {value!r})"
+                message = f"{message} (got {_short(value)})"
         issues.append(Issue(loc, message))
     return issues

@@ -198,7 +198,7 @@ class PeriodKind(StrEnum):
 
 
 def _coerce_period(value: Any, info: ValidationInfo) -> Any:
-    if isinstance(value, str) and value.strip().lower() == PeriodKind.RUN:
+    if isinstance(value, str) and value == PeriodKind.RUN:
         return PeriodKind.RUN
     seconds = coerce_duration(value, info)
     # Checked here rather than by the union, which would report one error per member.

@@ -26,6 +26,14 @@ class NativeDocument(Model):
     budgeting: Budgeting = Occurrences()
     alerts: tuple[BurnRateRule, ...] | None = None
 
+    def issues(self) -> list[Issue]:
+        """What stops this document from being an SLO (both targets given, or neither)."""
+        try:
+            self.to_slo()
+        except DocumentInvalid as exc:
+            return list(exc.issues)
+        return []
+
     def to_slo(self) -> SLO:
         return SLO(
             name=self.name,

@@ -9,7 +9,7 @@ ichaos SLO or an OpenSLO v1 ``kind: SLO``.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import yaml
@@ -20,16 +20,13 @@ from ._issues import DocumentInvalid, Issue, Loc, issues_from
 from ._models import SLO
 from ._native import NativeDocument
 from ._openslo import OpenSLODocument, header_issues
+from ._reading import compose_documents, read_document_text
 
 
 def load_slos(path: str | os.PathLike[str]) -> list[SLO]:
     """Every SLO in a YAML file. Raises ``SLOFileError`` listing every problem found."""
     source = os.fspath(path)
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SLOFileError([Problem(source, None, "", f"cannot read: {exc}")]) from exc
-    return parse_slos(text, source=source)
+    return parse_slos(read_document_text(source), source=source)
 
 
 def load_slo(path: str | os.PathLike[str]) -> SLO:
@@ -44,7 +41,7 @@ def parse_slo(text: str, *, source: str = "<string>") -> SLO:
 
 def parse_slos(text: str, *, source: str = "<string>") -> list[SLO]:
     """Every SLO in YAML ``text``; ``source`` names it in errors."""
-    documents = _compose_or_raise(text, source)
+    documents = compose_documents(text, source)
     if not documents:
         raise SLOFileError([Problem(source, None, "", "no SLO document in the file")])
     slos: list[SLO] = []
@@ -70,52 +67,56 @@ def parse_slos(text: str, *, source: str = "<string>") -> list[SLO]:
 M = TypeVar("M", bound=BaseModel)
 
 
+Check = Callable[[M], Sequence[Issue]]
+"""Further checks of a validated document; their issues are reported at their lines too."""
+
+
 def load_yaml_document(
-    path: str | os.PathLike[str], model: type[M], *, context: dict[str, Any] | None = None
+    path: str | os.PathLike[str],
+    model: type[M],
+    *,
+    context: dict[str, Any] | None = None,
+    check: Check[M] | None = None,
 ) -> M:
     """One YAML document from a file, validated into ``model``: the same errors as SLO files
-    (file, line and field for every problem; duplicate keys refused). Other ichaos files —
-    stack files, scenarios — are read with it."""
+    (file, line and field for every problem; duplicate keys refused), read within the limits
+    of :mod:`slo._reading`. Other ichaos files — stack files, scenarios — are read with it."""
     source = os.fspath(path)
-    try:
-        text = Path(source).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SLOFileError([Problem(source, None, "", f"cannot read: {exc}")]) from exc
-    return parse_yaml_document(text, model, source=source, context=context)
+    return parse_yaml_document(
+        read_document_text(source), model, source=source, context=context, check=check
+    )
 
 
 def parse_yaml_document(
-    text: str, model: type[M], *, source: str = "<string>", context: dict[str, Any] | None = None
+    text: str,
+    model: type[M],
+    *,
+    source: str = "<string>",
+    context: dict[str, Any] | None = None,
+    check: Check[M] | None = None,
 ) -> M:
     """Like :func:`load_yaml_document`, from text; an empty document validates as ``{}``.
     ``context`` reaches the model's validators; ``{"file": True}`` is always in it."""
-    documents = _compose_or_raise(text, source)
+    documents = compose_documents(text, source)
     if len(documents) > 1:
         raise SLOFileError([Problem(source, None, "", "expected one YAML document, found several")])
     node, data = documents[0] if documents else (None, None)
     if node is not None and (duplicates := _duplicate_keys(source, node)):
         raise SLOFileError(duplicates)
     try:
-        return model.model_validate(data or {}, context={**(context or {}), "file": True})
+        document = model.model_validate(data or {}, context={**(context or {}), "file": True})
     except ValidationError as exc:
-        issues = issues_from(exc)
-        if node is None:
-            raise SLOFileError(
-                [Problem(source, None, _field(i.loc), i.message) for i in issues]
-            ) from exc
-        raise SLOFileError(_located(source, node, issues)) from exc
+        raise SLOFileError(_placed(source, node, issues_from(exc))) from exc
+    issues = list(check(document)) if check is not None else []
+    if issues:
+        raise SLOFileError(_placed(source, node, issues))
+    return document
 
 
-def _compose_or_raise(text: str, source: str) -> list[tuple[yaml.Node, Any]]:
-    try:
-        return _compose(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = None if mark is None else mark.line + 1
-        reason = exc.problem or exc.context or "malformed"
-        raise SLOFileError([Problem(source, line, "", f"invalid YAML: {reason}")]) from exc
-    except yaml.YAMLError as exc:
-        raise SLOFileError([Problem(source, None, "", f"invalid YAML: {exc}")]) from exc
+def _placed(source: str, node: yaml.Node | None, issues: list[Issue]) -> list[Problem]:
+    if node is None:
+        return [Problem(source, None, _field(i.loc), i.message) for i in issues]
+    return _located(source, node, issues)
 
 
 def _only(slos: list[SLO], source: str) -> SLO:
@@ -123,19 +124,6 @@ def _only(slos: list[SLO], source: str) -> SLO:
         message = f"expected one SLO document, found {len(slos)}: use load_slos for several"
         raise SLOFileError([Problem(source, None, "", message)])
     return slos[0]
-
-
-def _compose(text: str) -> list[tuple[yaml.Node, Any]]:
-    loader = yaml.SafeLoader(text)
-    try:
-        documents = []
-        while loader.check_node():
-            node = loader.get_node()
-            if node is not None:
-                documents.append((node, loader.construct_document(node)))
-        return documents
-    finally:
-        loader.dispose()
 
 
 def _document(data: Any) -> SLO:
@@ -191,7 +179,9 @@ def _locate(root: yaml.Node, loc: Loc) -> tuple[int, str]:
     """The line of the deepest node ``loc`` reaches, and ``loc`` as a dotted field path.
 
     Parts that match nothing in the document are discriminated-union tags that pydantic adds
-    (``sli.latency.threshold``) and are dropped, except the last one: a missing field.
+    (``sli.latency.threshold``) and are dropped, except a last one under a mapping: a missing
+    field. A tag that is also a key (``toxic`` in ``{kind: toxic, toxic: latency}``) is told
+    apart by :func:`_is_tag`.
     """
     node: yaml.Node | None = root
     line = root.start_mark.line + 1
@@ -199,14 +189,38 @@ def _locate(root: yaml.Node, loc: Loc) -> tuple[int, str]:
     for index, part in enumerate(loc):
         last = index == len(loc) - 1
         child = _child(node, part)
+        if not last and _is_tag(node, part, child, loc[index + 1]):
+            continue
         if child is not None:
             key_line, node = child
             line = key_line
             parts.append(part)
-        elif last or isinstance(part, int) or node is None:
+        elif isinstance(part, int) or node is None or (last and isinstance(node, yaml.MappingNode)):
             parts.append(part)
             node = None
     return line, _field(parts)
+
+
+def _is_tag(
+    node: yaml.Node | None,
+    part: str | int,
+    child: tuple[int, yaml.Node] | None,
+    following: str | int,
+) -> bool:
+    """Whether ``part`` is the tag pydantic puts in the path of a discriminated union member
+    (``faults[0].toxic.hop`` for ``{kind: toxic, toxic: latency, hop: …}``) rather than a key:
+    the mapping holds it as a value (``kind: toxic``), and what follows is found beside it,
+    not under it."""
+    if not isinstance(node, yaml.MappingNode) or not isinstance(part, str):
+        return False
+    if not any(isinstance(v, yaml.ScalarNode) and v.value == part for _, v in node.value):
+        return False
+    if child is None:
+        return True
+    if _child(child[1], following) is not None:
+        return False
+    scalar = not isinstance(child[1], yaml.MappingNode | yaml.SequenceNode)
+    return scalar or _child(node, following) is not None
 
 
 def _child(node: yaml.Node | None, part: str | int) -> tuple[int, yaml.Node] | None:

@@ -157,9 +157,9 @@ def test_unknown_fault_kind_and_unknown_field(tmp_path: Path) -> None:
         ),
         ("- {kind: partition, hop: client, at: 30s}", "starts at 30s, after the load ends"),
         (
-            "- {name: a, kind: partition, hop: client, at: 1s}\n"
+            "- {name: a, kind: partition, hop: client, at: 1s, duration: 1s}\n"
             "  - {name: a, kind: partition, hop: client, at: 2s}",
-            "fault names repeat: ['a']",
+            "faults[1].name: a fault named 'a' comes before this",
         ),
     ],
 )
@@ -202,18 +202,23 @@ def test_the_url_backend_takes_only_load_and_client_faults(tmp_path: Path) -> No
     assert "the url backend takes only load and network faults" in text
     text = error_of(tmp_path, base + "faults:\n  - {kind: partition, hop: 'primary[0]', at: 1s}")
     assert "the url backend has only the `client` hop" in text
-    assert "`url` goes with `backend: url`" in error_of(
+    assert "s.yaml:2: backend: `backend: url` needs the service's `url`" in error_of(
         tmp_path, "name: x\nbackend: url\nload: {rate: 5/s, duration: 10s}\n"
+    )
+    assert "s.yaml:3: url: `url` goes with `backend: url`, and only with it" in error_of(
+        tmp_path, "name: x\nload: {rate: 5/s, duration: 10s}\nurl: http://127.0.0.1:1\n"
     )
 
 
 def test_missing_referenced_files_are_reported(tmp_path: Path) -> None:
     base = "name: x\nload: {rate: 5/s, duration: 10s"
-    assert "no such file" in error_of(tmp_path, f"{base}}}\nstack: nope.yaml\n")
-    assert "load.prompts.file: cannot read" in error_of(
+    assert "s.yaml:3: stack: no such file" in error_of(tmp_path, f"{base}}}\nstack: nope.yaml\n")
+    assert "none.txt: cannot read: No such file or directory" in error_of(
         tmp_path, f"{base}, prompts: {{file: none.txt}}}}\n"
     )
-    assert "slos: missing.yaml" in error_of(tmp_path, f"{base}}}\nslos:\n  - file: missing.yaml\n")
+    text = error_of(tmp_path, f"{base}}}\nslos:\n  - file: missing.yaml\n")
+    assert "s.yaml:4: slos[0].file: invalid SLO file:" in text
+    assert "missing.yaml: cannot read: No such file or directory" in text
 
 
 def test_not_yaml_and_not_a_file(tmp_path: Path) -> None:

@@ -1,0 +1,244 @@
+"""What a scenario means, checked before anything starts: references, timing, overlaps, and
+the hops and replicas of the stack it will run on.
+
+Each problem is an :class:`slo.Issue` located by a path into the file (``faults[1].hop``), so
+the loader reports it at the line of the offending value. The checks that need nothing but the
+scenario run in its model validator too, for scenarios built in code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from slo import Issue, SLODocument, format_duration
+
+from ._scenario import (
+    BudgetCeiling,
+    BurnRateAbort,
+    CanaryRollback,
+    FallbackShare,
+    GpuFaultSpec,
+    ModelFault,
+    PartitionFault,
+    Pool,
+    ProbeAbort,
+    ProcessFault,
+    Replicas,
+    Scenario,
+    SliProbe,
+    SLOMet,
+    StatusShare,
+    ToxicFault,
+    _Fault,
+)
+
+
+def scenario_issues(scenario: Scenario) -> list[Issue]:
+    """Every problem visible in the scenario itself (SLO names aside: files may define them)."""
+    return [*_fault_issues(scenario), *_reference_issues(scenario), *_overlap_issues(scenario),
+            *_inline_slo_issues(scenario)]  # fmt: skip
+
+
+def slo_name_issues(scenario: Scenario, known: list[str]) -> list[Issue]:
+    """References to SLOs that neither the inline documents nor the SLO files define."""
+    wanted: list[tuple[tuple[str | int, ...], str]] = [
+        *((("expect", i, "slo"), e.slo) for i, e in enumerate(scenario.expect)
+          if isinstance(e, SLOMet | BudgetCeiling)),
+        *((("abort", i, "slo"), a.slo) for i, a in enumerate(scenario.abort)
+          if isinstance(a, BurnRateAbort)),
+        *((("steady_state", "probes", i, "slo"), p.slo)
+          for i, p in enumerate(scenario.steady_state.probes) if isinstance(p, SliProbe)),
+    ]  # fmt: skip
+    return [
+        Issue(loc, f"no SLO named {name!r} (SLOs: {known})")
+        for loc, name in wanted
+        if name not in known
+    ]
+
+
+def stack_issues(scenario: Scenario, replicas: Mapping[Pool, int]) -> list[Issue]:
+    """Hops and targets naming replicas the stack does not have."""
+    found = []
+    for index, fault in enumerate(scenario.faults):
+        for field, spec in _replica_fields(fault):
+            have = replicas.get(spec.pool, 0)
+            problem = _missing_replicas(spec, have)
+            if problem:
+                found.append(Issue(("faults", index, *field), problem))
+    return found
+
+
+def _missing_replicas(spec: Replicas, have: int) -> str | None:
+    pool = spec.pool.value
+    if have == 0:
+        return f"the stack runs no {pool} replica"
+    beyond = [i for i in spec.indices() or [] if i >= have]
+    if beyond:
+        return (
+            f"{pool}{beyond} does not exist: the stack runs {have} {pool} "
+            f"replica{'s' if have > 1 else ''} ({pool}[0]…{pool}[{have - 1}])"
+        )
+    if spec.random is not None and spec.random > have:
+        return f"{spec.random} random {pool} replicas of the {have} the stack runs"
+    return None
+
+
+def _replica_fields(fault: _Fault) -> Iterator[tuple[tuple[str, ...], Replicas]]:
+    if isinstance(fault, ToxicFault | PartitionFault) and isinstance(fault.hop, Replicas):
+        yield ("hop",), fault.hop
+    if isinstance(fault, ProcessFault | GpuFaultSpec | ModelFault) and isinstance(
+        fault.target, Replicas
+    ):
+        yield ("target",), fault.target
+
+
+def _fault_issues(scenario: Scenario) -> Iterator[Issue]:
+    names = scenario.fault_names()
+    seen: set[str] = set()
+    end = scenario.load.duration
+    ends = format_duration(end)
+    for index, fault in enumerate(scenario.faults):
+        name = names[index]
+        if name in seen:
+            yield Issue(("faults", index, "name"), f"a fault named {name!r} comes before this")
+        seen.add(name)
+        if fault.at >= end:
+            yield Issue(
+                ("faults", index, "at"),
+                f"fault {name!r} starts at {format_duration(fault.at)}, after the load ends "
+                f"({ends})",
+            )
+        elif fault.end is not None and fault.end > end:
+            yield Issue(
+                ("faults", index, "duration"),
+                f"fault {name!r} would last until {format_duration(fault.end)}, past the load's "
+                f"end at {ends}: shorten it, or leave `duration` out to keep it until the end",
+            )
+    problem = scenario.unsupported(scenario.backend)
+    if problem is not None:
+        yield problem
+    if scenario.backend.value == "url" and scenario.url is None:
+        yield Issue(("backend",), "`backend: url` needs the service's `url`")
+    elif scenario.backend.value != "url" and scenario.url is not None:
+        yield Issue(("url",), "`url` goes with `backend: url`, and only with it")
+
+
+def _reference_issues(scenario: Scenario) -> Iterator[Issue]:
+    faults = scenario.fault_names()
+    for index, expect in enumerate(scenario.expect):
+        if isinstance(expect, FallbackShare | StatusShare | CanaryRollback):
+            field = "after" if isinstance(expect, CanaryRollback) else "during"
+            ref = expect.after if isinstance(expect, CanaryRollback) else expect.during
+            if ref is not None and ref not in faults:
+                yield Issue(("expect", index, field), f"no fault named {ref!r} (faults: {faults})")
+            elif isinstance(expect, FallbackShare) and scenario.fault(expect.during).end is None:
+                yield Issue(
+                    ("expect", index, field),
+                    f"fault {expect.during!r} has no duration: a fallback share needs its window",
+                )
+    probes = [p.name for p in scenario.steady_state.probes]
+    for index, probe in enumerate(scenario.steady_state.probes):
+        if probes.index(probe.name) < index:
+            yield Issue(
+                ("steady_state", "probes", index, "name"),
+                f"a probe named {probe.name!r} comes before this",
+            )
+    for index, abort in enumerate(scenario.abort):
+        if isinstance(abort, ProbeAbort) and abort.probe not in probes:
+            yield Issue(
+                ("abort", index, "probe"), f"no probe named {abort.probe!r} (probes: {probes})"
+            )
+
+
+def _inline_slo_issues(scenario: Scenario) -> Iterator[Issue]:
+    names: list[str] = []
+    for index, entry in enumerate(scenario.slos):
+        if not isinstance(entry, SLODocument):
+            continue
+        for issue in entry.issues():
+            yield Issue(("slos", index, *issue.loc), issue.message)
+        if entry.name in names:
+            yield Issue(("slos", index, "name"), f"an SLO named {entry.name!r} comes before this")
+        names.append(entry.name)
+
+
+# -- overlaps --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Where and when a fault acts, for the overlap rule: what it touches (hops or models) and
+    its time window on the run's clock."""
+
+    index: int
+    resource: str
+    touches: frozenset[tuple[str, int | None]]
+    start: float
+    end: float
+
+    def clashes(self, other: _Span) -> bool:
+        return (
+            self.resource == other.resource
+            and self.start < other.end
+            and other.start < self.end
+            and any(_same(a, b) for a in self.touches for b in other.touches)
+        )
+
+
+def _same(a: tuple[str, int | None], b: tuple[str, int | None]) -> bool:
+    # (pool, None) is every replica of the pool, or a random draw from it: it meets them all.
+    return a[0] == b[0] and (a[1] is None or b[1] is None or a[1] == b[1])
+
+
+def _overlap_issues(scenario: Scenario) -> Iterator[Issue]:
+    """Two faults that would fight over one thing at once: two partitions of one hop, two toxics
+    of one type and stream on one hop, two damages of one model (the second backup would save
+    bytes the first already damaged, so the restore could never give the original back)."""
+    spans = [span for i, f in enumerate(scenario.faults) if (span := _span(scenario, i, f))]
+    names = scenario.fault_names()
+    for later, span in enumerate(spans):
+        for earlier in spans[:later]:
+            if span.clashes(earlier):
+                what = "model" if span.resource == "model" else "hop"
+                since = format_duration(max(span.start, earlier.start))
+                yield Issue(
+                    ("faults", span.index),
+                    f"overlaps fault {names[earlier.index]!r} on the same {what} "
+                    f"({_describe(scenario.faults[span.index])}) from {since}: two such faults at "
+                    "once cannot be reverted cleanly; run them one after the other",
+                )
+                break
+
+
+def _span(scenario: Scenario, index: int, fault: _Fault) -> _Span | None:
+    end = fault.end if fault.end is not None else scenario.load.duration
+    if isinstance(fault, ToxicFault | PartitionFault):
+        touches = _hop_set(fault.hop)
+        resource = (
+            "partition"
+            if isinstance(fault, PartitionFault)
+            else f"toxic:{fault.toxic.value}:{fault.stream.value}"
+        )
+        return _Span(index, resource, touches, fault.at, end)
+    if isinstance(fault, ModelFault):
+        models = {fault.model, *([fault.swap_with] if fault.swap_with else [])}
+        return _Span(index, "model", frozenset((m, None) for m in models), fault.at, end)
+    return None
+
+
+def _hop_set(hop: Replicas | str) -> frozenset[tuple[str, int | None]]:
+    if isinstance(hop, str):
+        return frozenset({(hop, None)})
+    indices = hop.indices()
+    if indices is None:
+        return frozenset({(hop.pool.value, None)})
+    return frozenset((hop.pool.value, i) for i in indices)
+
+
+def _describe(fault: _Fault) -> str:
+    if isinstance(fault, ModelFault):
+        return fault.model
+    if isinstance(fault, ToxicFault | PartitionFault) and isinstance(fault.hop, Replicas):
+        return fault.hop.describe()
+    return "client"
