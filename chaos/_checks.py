@@ -152,15 +152,10 @@ def _reference_issues(scenario: Scenario) -> Iterator[Issue]:
 
 
 def _inline_slo_issues(scenario: Scenario) -> Iterator[Issue]:
-    names: list[str] = []
     for index, entry in enumerate(scenario.slos):
-        if not isinstance(entry, SLODocument):
-            continue
-        for issue in entry.issues():
-            yield Issue(("slos", index, *issue.loc), issue.message)
-        if entry.name in names:
-            yield Issue(("slos", index, "name"), f"an SLO named {entry.name!r} comes before this")
-        names.append(entry.name)
+        if isinstance(entry, SLODocument):
+            for issue in entry.issues():
+                yield Issue(("slos", index, *issue.loc), issue.message)
 
 
 # -- overlaps --------------------------------------------------------------------------------

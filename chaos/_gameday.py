@@ -23,11 +23,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from slo import SLO, RequestRecord, SLOFileError, evaluate, load_yaml_document
+from slo import SLO, Issue, RequestRecord, SLOFileError, evaluate, load_yaml_document
 
 from ._errors import HarnessError, ScenarioError
 from ._events import Observer
-from ._loading import LoadedScenario, load_scenario, resolve_slos
+from ._loading import LoadedScenario, load_scenario, read_slo_entries
 from ._recording import recorders
 from ._report import CSS, atomic_write, load_run
 from ._runner import Runner, RunResult, RunSettings
@@ -35,6 +35,8 @@ from ._scenario import (
     Backend,
     BurnRateAbort,
     ErrorRatioAbort,
+    Name,
+    Number,
     SLOEntry,
     check_url,
 )
@@ -68,25 +70,24 @@ class BudgetAbort(_Strict):
 
     kind: Literal["budget"]
     slo: str
-    max_consumed: float = Field(gt=0)
+    max_consumed: Number = Field(gt=0)
 
 
 GlobalAbort = Annotated[BurnRateAbort | ErrorRatioAbort | BudgetAbort, Field(discriminator="kind")]
 
 
 class GameDay(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: Name
     description: str = ""
     url: str | None = Field(default=None, description="a staging service: load/network faults")
+    steps: list[Step] = Field(min_length=1)
+    abort: list[GlobalAbort] = Field(default_factory=list)
+    slos: list[SLOEntry] = Field(default_factory=list)
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return None if value is None else check_url(value)
-
-    steps: list[Step] = Field(min_length=1)
-    abort: list[GlobalAbort] = Field(default_factory=list)
-    slos: list[SLOEntry] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -101,43 +102,47 @@ def load_gameday(path: str | Path, *, url: str | None = None) -> LoadedGameDay:
     """Validate a game day and every scenario it names (with the global aborts merged in), so a
     mistake anywhere is reported before the first step starts."""
     source = Path(path)
+    base = source.resolve().parent
+    slos: list[SLO] = []
+    scenarios: dict[int, LoadedScenario] = {}
+
+    def check(gameday: GameDay) -> list[Issue]:
+        found, issues = read_slo_entries(gameday.slos, base)
+        slos.extend(found)
+        names = [s.name for s in found]
+        files_read = not issues  # else a missing name may just be in the file that failed
+        for index, rule in enumerate(gameday.abort):
+            if isinstance(rule, BurnRateAbort | BudgetAbort) and rule.slo not in names:
+                message = f"no SLO named {rule.slo!r} in the game day's slos {names}"
+                issues.extend([Issue(("abort", index, "slo"), message)] if files_read else [])
+        target_url = url or gameday.url
+        live_rules = [r for r in gameday.abort if not isinstance(r, BudgetAbort)]
+        for index, step in enumerate(gameday.steps):
+            if not isinstance(step, ScenarioStep):
+                continue
+            file = step.file if step.file.is_absolute() else base / step.file
+            where = ("steps", index, "file")
+            try:
+                loaded = load_scenario(file)
+            except ScenarioError as exc:
+                issues.append(Issue(where, str(exc).replace("\n", "\n  ")))
+                continue
+            scenario = loaded.scenario
+            if target_url is not None and (problem := scenario.unsupported_by(Backend.URL)):
+                issues.append(Issue(where, f"on {target_url}: {problem}"))
+                continue
+            known = {s.name for s in loaded.slos}
+            extra = [s for s in found if s.name not in known]
+            scenario = scenario.model_copy(update={"abort": [*scenario.abort, *live_rules]})
+            scenarios[index] = dataclasses.replace(
+                loaded, scenario=scenario, slos=[*loaded.slos, *extra]
+            )
+        return issues
+
     try:
-        gameday = load_yaml_document(source, GameDay)
+        gameday = load_yaml_document(source, GameDay, check=check)
     except SLOFileError as exc:
         raise ScenarioError(f"invalid game day:\n{exc}") from exc
-    base = source.resolve().parent
-    slos = resolve_slos(gameday.slos, source)
-    names = {s.name for s in slos}
-    for rule in gameday.abort:
-        if isinstance(rule, BurnRateAbort | BudgetAbort) and rule.slo not in names:
-            raise ScenarioError(
-                f"{source}: abort {rule.kind}: no SLO named {rule.slo!r} in the game day's slos"
-            )
-    target_url = url or gameday.url
-    live_rules = [r for r in gameday.abort if not isinstance(r, BudgetAbort)]
-    scenarios: dict[int, LoadedScenario] = {}
-    problems: list[str] = []
-    for index, step in enumerate(gameday.steps):
-        if not isinstance(step, ScenarioStep):
-            continue
-        file = step.file if step.file.is_absolute() else base / step.file
-        try:
-            loaded = load_scenario(file)
-        except ScenarioError as exc:
-            problems.append(f"step {index + 1} ({step.file}): {exc}")
-            continue
-        scenario = loaded.scenario
-        if target_url is not None and (problem := scenario.unsupported_by(Backend.URL)):
-            problems.append(f"step {index + 1} ({step.file}): on {target_url}: {problem}")
-            continue
-        known = {s.name for s in loaded.slos}
-        extra = [s for s in slos if s.name not in known]
-        scenario = scenario.model_copy(update={"abort": [*scenario.abort, *live_rules]})
-        scenarios[index] = dataclasses.replace(
-            loaded, scenario=scenario, slos=[*loaded.slos, *extra]
-        )
-    if problems:
-        raise ScenarioError(f"{source}: invalid steps:\n" + "\n".join(problems))
     return LoadedGameDay(gameday, source, scenarios, slos)
 
 

@@ -67,7 +67,7 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     def check(scenario: Scenario) -> list[Issue]:
         issues = scenario_issues(scenario)
         slos, slo_issues = read_slo_entries(scenario.slos, base)
-        issues += slo_issues or _repeated_slos(scenario, slos)
+        issues += slo_issues
         if not slo_issues:
             issues += slo_name_issues(scenario, [s.name for s in slos])
         prompts, prompt_issues = _prompts(scenario.load.prompts, base)
@@ -94,37 +94,32 @@ def read_slo_entries(
     slos: list[SLO] = []
     issues: list[Issue] = []
     read: dict[Path, int] = {}
+    defined: dict[str, int] = {}  # SLO name -> the entry that defines it
     for index, entry in enumerate(entries):
+        found: list[SLO] = []
         if isinstance(entry, SLODocument):
-            if not entry.issues():
-                slos.append(entry.to_slo())
-            continue
-        file = entry.file if entry.file.is_absolute() else base / entry.file
-        where = ("slos", index, "file")
-        key = file.resolve()
-        if key in read:
-            issues.append(Issue(where, f"{entry.file} is already listed as slos[{read[key]}]"))
-            continue
-        read[key] = index
-        try:
-            slos.extend(load_slos(file))
-        except SLOFileError as exc:
-            issues.append(Issue(where, f"invalid SLO file:\n  {_indent(str(exc))}"))
+            # Its own problems (both targets, say) are reported with the scenario's.
+            found = [] if entry.issues() else [entry.to_slo()]
+            where: tuple[str | int, ...] = ("slos", index, "name")
+        else:
+            file = entry.file if entry.file.is_absolute() else base / entry.file
+            where = ("slos", index, "file")
+            key = file.resolve()
+            if key in read:
+                issues.append(Issue(where, f"{entry.file} is already listed as slos[{read[key]}]"))
+                continue
+            read[key] = index
+            try:
+                found = load_slos(file)
+            except SLOFileError as exc:
+                issues.append(Issue(where, f"invalid SLO file:\n  {_indent(str(exc))}"))
+        for slo in found:
+            if slo.name in defined:
+                message = f"SLO {slo.name!r} is already defined by slos[{defined[slo.name]}]"
+                issues.append(Issue(where, message))
+            defined.setdefault(slo.name, index)
+        slos.extend(found)
     return slos, issues
-
-
-def resolve_slos(entries: list[SLOFile | SLODocument], source: Path) -> list[SLO]:
-    """The SLOs a file lists; raises :class:`ScenarioError` naming each file's problems."""
-    slos, issues = read_slo_entries(entries, source.resolve().parent)
-    if issues:
-        raise ScenarioError("\n".join(f"{source}: slos: {i.message}" for i in issues))
-    return slos
-
-
-def _repeated_slos(scenario: Scenario, slos: list[SLO]) -> list[Issue]:
-    names = [s.name for s in slos]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    return [Issue(("slos",), f"SLO {name!r} is defined more than once") for name in repeated]
 
 
 def _prompts(spec: PromptSet | PromptFile, base: Path) -> tuple[list[str], list[Issue]]:

@@ -46,21 +46,26 @@ def parse_slos(text: str, *, source: str = "<string>") -> list[SLO]:
         raise SLOFileError([Problem(source, None, "", "no SLO document in the file")])
     slos: list[SLO] = []
     problems: list[Problem] = []
+    first: dict[str, int] = {}
     for node, data in documents:
         duplicates = _duplicate_keys(source, node)
         if duplicates:
             problems.extend(duplicates)
             continue
         try:
-            slos.append(_document(data))
+            slo = _document(data)
         except DocumentInvalid as exc:
             problems.extend(_located(source, node, exc.issues))
+            continue
+        name_at = ("name",) if _child(node, "name") is not None else ("metadata", "name")
+        line, field = _locate(node, name_at)
+        if slo.name in first:
+            message = f"an SLO named {slo.name!r} is already defined at line {first[slo.name]}"
+            problems.append(Problem(source, line, field, message))
+        first.setdefault(slo.name, line)
+        slos.append(slo)
     if problems:
         raise SLOFileError(problems)
-    names = [slo.name for slo in slos]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise SLOFileError([Problem(source, None, "name", f"SLO names repeat: {repeated}")])
     return slos
 
 

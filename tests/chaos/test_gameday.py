@@ -128,7 +128,8 @@ def test_bad_game_days_are_refused_before_anything_starts(tmp_path: Path) -> Non
         "name: broken\nsteps:\n  - {kind: scenario, file: missing.yaml}\n"
     )
     done = gameday(tmp_path)
-    assert done.returncode == 2 and "step 1 (missing.yaml)" in done.stderr
+    assert done.returncode == 2 and "day.yaml:3: steps[0].file: invalid scenario:" in done.stderr
+    assert "missing.yaml: cannot read: No such file or directory" in done.stderr
     (tmp_path / "day.yaml").write_text("name: broken\nsteps: []\ncolour: red\n")
     done = gameday(tmp_path)
     assert done.returncode == 2 and "day.yaml:3: colour: unknown field" in done.stderr

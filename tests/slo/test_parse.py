@@ -251,7 +251,10 @@ def test_problems_in_several_documents_are_all_reported() -> None:
 
 def test_repeated_names_are_rejected() -> None:
     one = "name: a\nsli: {kind: degraded}\ntarget: 0.9\nperiod: 1d\n"
-    assert "repeat" in problems(one + "---\n" + one)[0][2]
+    # The second one is named, at its own line, with the line of the first.
+    assert problems(one + "---\n" + one) == [
+        (6, "name", "an SLO named 'a' is already defined at line 1")
+    ]
 
 
 def test_parse_slo_wants_exactly_one() -> None:
