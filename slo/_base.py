@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, Strict
 from pydantic.alias_generators import to_camel
+
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+"""A number that is not coerced from text or a boolean (``target: '0.99'`` is a mistake, and
+the published JSON Schema says "number")."""
 
 
 class Model(BaseModel):

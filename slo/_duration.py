@@ -96,6 +96,7 @@ Duration = Annotated[
     BeforeValidator(coerce_duration),
     Field(gt=0, allow_inf_nan=False),
     PlainSerializer(format_duration, when_used="json"),
-    WithJsonSchema({"anyOf": [DURATION_TEXT_SCHEMA, {"type": "number", "exclusiveMinimum": 0}]}),
+    # The schema is for files, where a bare number is refused (see coerce_duration).
+    WithJsonSchema(DURATION_TEXT_SCHEMA),
 ]
 """A positive duration in seconds; from a file it must be written with a unit."""

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, PlainSerializer, ValidationInfo, WithJsonSchema
 
-from ._base import Model
+from ._base import Model, Number
 from ._duration import DURATION_TEXT_SCHEMA, Duration, coerce_duration, format_duration
 from ._rules import BurnRateRule, default_rules
 
@@ -185,7 +185,7 @@ class Timeslices(Model):
 
     method: Literal[BudgetingMethod.TIMESLICES] = BudgetingMethod.TIMESLICES
     slice: Duration
-    slice_target: float = Field(gt=0, le=1)
+    slice_target: Number = Field(gt=0, le=1)
     empty_slices: EmptySlices = EmptySlices.SKIP
 
 
@@ -220,7 +220,6 @@ Period = Annotated[
             "anyOf": [
                 {"type": "string", "enum": [k.value for k in PeriodKind]},
                 DURATION_TEXT_SCHEMA,
-                {"type": "number", "exclusiveMinimum": 0},
             ]
         }
     ),
@@ -238,7 +237,7 @@ class SLO(Model):
     name: str = Field(min_length=1)
     description: str | None = None
     sli: SLI
-    target: float = Field(ge=0, lt=1)
+    target: Number = Field(ge=0, lt=1)
     period: Period
     budgeting: Budgeting = Occurrences()
     alerts: tuple[BurnRateRule, ...] | None = None

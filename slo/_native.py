@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ._base import Model
+from ._base import Model, Number
 from ._issues import DocumentInvalid, Issue
 from ._models import SLI, SLO, Budgeting, Occurrences, Period, percent_to_fraction
 from ._rules import BurnRateRule
@@ -20,8 +20,8 @@ class NativeDocument(Model):
     name: str = Field(min_length=1)
     description: str | None = None
     sli: SLI
-    target: float | None = Field(default=None, ge=0, lt=1)
-    target_percent: float | None = Field(default=None, ge=0, lt=100)
+    target: Number | None = Field(default=None, ge=0, lt=1)
+    target_percent: Number | None = Field(default=None, ge=0, lt=100)
     period: Period
     budgeting: Budgeting = Occurrences()
     alerts: tuple[BurnRateRule, ...] | None = None

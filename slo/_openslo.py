@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from ._base import Model
+from ._base import Model, Number
 from ._duration import parse_duration
 from ._issues import DocumentInvalid, Issue, Loc, issues_from
 from ._models import SLI, SLO, Occurrences, SLIKind, Timeslices
@@ -108,10 +108,10 @@ class _TimeWindow(Model):
 class _Objective(Model):
     display_name: str | None = None
     op: _Op | None = None
-    value: float | None = None
-    target: float | None = Field(default=None, ge=0, lt=1)
-    target_percent: float | None = Field(default=None, ge=0, lt=100)
-    time_slice_target: float | None = Field(default=None, gt=0, le=1)
+    value: Number | None = None
+    target: Number | None = Field(default=None, ge=0, lt=1)
+    target_percent: Number | None = Field(default=None, ge=0, lt=100)
+    time_slice_target: Number | None = Field(default=None, gt=0, le=1)
     time_slice_window: str | None = None
     indicator: Any = None
     indicator_ref: Any = None

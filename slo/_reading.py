@@ -49,10 +49,11 @@ def read_document_text(path: str | os.PathLike[str], *, max_bytes: int | None = 
         fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise _problem(source, None, f"cannot read: {exc.strerror or exc}") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _problem(source, None, f"cannot read: not a regular file ({_kind(mode)})")
     with os.fdopen(fd, "rb") as file:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise _problem(source, None, f"cannot read: not a regular file ({_kind(mode)})")
         data = file.read(limit + 1)
     if len(data) > limit:
         raise _problem(source, None, f"larger than the limit of {_size(limit)}")

@@ -7,7 +7,7 @@ from typing import Self
 
 from pydantic import Field, model_validator
 
-from ._base import Model
+from ._base import Model, Number
 from ._duration import THIRTY_DAYS, Duration
 
 
@@ -26,7 +26,7 @@ class BurnRateRule(Model):
 
     name: str = Field(min_length=1)
     severity: Severity
-    budget_percent: float = Field(gt=0, le=100)
+    budget_percent: Number = Field(gt=0, le=100)
     long_window: Duration
     short_window: Duration
 

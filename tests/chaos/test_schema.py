@@ -98,3 +98,129 @@ def test_ichaos_schema_markdown_prints_the_reference() -> None:
     )  # fmt: skip
     assert done.stdout == scenario_reference()
     assert "| `rate` | text, e.g. `20/s`, `600/m` or number | **required** |" in done.stdout
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    """A valid scenario with one value set at ``path`` (dotted, list indices as numbers)."""
+    document: dict[str, Any] = {
+        "name": "agree",
+        "load": {"rate": "2/s", "duration": "10s"},
+        "faults": [{"kind": "partition", "hop": "primary[0]", "at": "1s"}],
+        "steady_state": {"probes": [{"kind": "http", "name": "p", "path": "/healthz"}]},
+        "slos": [{"name": "s", "sli": {"kind": "availability"}, "target": 0.9, "period": "1h"}],
+    }
+    *parents, last = path.split(".")
+    node: Any = document
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    node[int(last) if last.isdigit() else last] = value
+    return document
+
+
+AGREEMENT = [
+    ("load.max_new_tokens", 8, True),
+    ("load.max_new_tokens", "8", False),
+    ("load.max_new_tokens", True, False),
+    ("load.max_new_tokens", 0, False),
+    ("load.rate", 20, True),
+    ("load.rate", "20/s", True),
+    ("load.rate", "20", False),
+    ("load.rate", -1, False),
+    ("load.duration", "10s", True),
+    ("load.duration", 10, False),
+    ("load.duration", "10 s", False),
+    ("load.duration", "\uff11\uff10s", False),
+    ("load.user_share", 0.5, True),
+    ("load.user_share", "0.5", False),
+    ("faults.0.hop", "primary[1]", True),
+    ("faults.0.hop", "primary[0] ", False),
+    ("faults.0.hop", "primary[\uff10]", False),
+    ("faults.0.hop", {"pool": "primary", "index": 1}, True),
+    ("faults.0.hop", {"pool": "primary", "index": "0"}, False),
+    ("faults.0.hop", {"pool": "primary", "index": -1}, False),
+    ("faults.0.hop", {"pool": "primary", "index": []}, False),
+    ("faults.0.hop", {"pool": "primary", "colour": 1}, False),
+    (
+        "faults.0",
+        {
+            "kind": "toxic",
+            "toxic": "latency",
+            "hop": "client",
+            "at": "1s",
+            "attributes": {"latency": 300},
+        },
+        True,
+    ),
+    (
+        "faults.0",
+        {
+            "kind": "toxic",
+            "toxic": "latency",
+            "hop": "client",
+            "at": "1s",
+            "attributes": {"latency": "300"},
+        },
+        False,
+    ),
+    (
+        "faults.0",
+        {
+            "kind": "toxic",
+            "toxic": "latency",
+            "hop": "client",
+            "at": "1s",
+            "attributes": {"latency": -5},
+        },
+        False,
+    ),
+    (
+        "faults.0",
+        {
+            "kind": "toxic",
+            "toxic": "latency",
+            "hop": "client",
+            "at": "1s",
+            "attributes": {"latency": 10**21},
+        },
+        False,
+    ),
+    (
+        "faults.0",
+        {"kind": "process", "signal": "kill", "target": {"gateway": True}, "at": "1s"},
+        True,
+    ),
+    ("faults.0", {"kind": "process", "signal": "kill", "target": {}, "at": "1s"}, False),
+    ("faults.0.name", "cut", True),
+    ("faults.0.name", "..", False),
+    ("faults.0.name", "", False),
+    ("name", "a" * 64, True),
+    ("name", "a" * 65, False),
+    ("seed", 3, True),
+    ("seed", "3", False),
+    ("seed", 1.5, False),
+    ("steady_state.probes.0.status", 204, True),
+    ("steady_state.probes.0.status", -1, False),
+    ("steady_state.probes.0.status", "200", False),
+    ("slos.0.period", "run", True),
+    ("slos.0.period", "Run", False),
+    ("slos.0.target", 0.99, True),
+    ("slos.0.target", "0.99", False),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "valid"), AGREEMENT, ids=lambda v: repr(v)[:40])
+def test_the_schema_and_the_models_agree(
+    tmp_path: Path, path: str, value: Any, valid: bool
+) -> None:
+    from chaos import ScenarioError, load_scenario
+
+    document = _with(path, value)
+    schema_says = not problems(scenario_schema(), document)
+    file = tmp_path / "s.yaml"
+    file.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    try:
+        load_scenario(file)
+        models_say = True
+    except ScenarioError:
+        models_say = False
+    assert (schema_says, models_say) == (valid, valid)
