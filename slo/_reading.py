@@ -30,7 +30,7 @@ class Limits:
     max_bytes: int = 1 << 20
     max_depth: int = 64
     max_aliases: int = 1_000
-    max_values: int = 100_000
+    max_values: int = 20_000
     """Values (scalars, lists, mappings) once every alias is expanded."""
     max_seconds: float = 10.0
 
@@ -81,7 +81,13 @@ def compose_documents(
     The node trees keep the lines that errors are reported at. Raises ``SLOFileError`` for
     malformed YAML and for a document over ``limits``.
     """
-    loader = _BoundedLoader(text, limits)
+    try:
+        loader = _BoundedLoader(text, limits)
+    except yaml.reader.ReaderError as exc:  # the reader checks every character up front
+        row = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        message = f"invalid YAML: character #x{exc.character:04x} at column {column}: {exc.reason}"
+        raise _problem(source, row, message) from exc
     try:
         documents = []
         while loader.check_node():
@@ -121,13 +127,32 @@ class _BoundedLoader(yaml.SafeLoader):
         self._limits = limits
         self._depth = 0
         self._aliases = 0
+        self._values = 0
         self._deadline = time.monotonic() + limits.max_seconds
+
+    # The scanner looks ahead for a possible key at every open bracket, which makes deeply
+    # nested flow collections (`[[[[…`) quadratic before the composer sees a single node.
+    def fetch_flow_sequence_start(self) -> None:
+        self._check_flow_depth()
+        super().fetch_flow_sequence_start()
+
+    def fetch_flow_mapping_start(self) -> None:
+        self._check_flow_depth()
+        super().fetch_flow_mapping_start()
+
+    def _check_flow_depth(self) -> None:
+        if self.flow_level >= self._limits.max_depth:
+            mark = self.get_mark()
+            raise _LimitExceeded(mark.line + 1, f"nested more than {self._limits.max_depth} deep")
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         event = self.peek_event()  # type: ignore[no-untyped-call]
         line = event.start_mark.line + 1 if event.start_mark is not None else None
         if time.monotonic() > self._deadline:
             raise _LimitExceeded(line, f"took longer than {self._limits.max_seconds:g}s to read")
+        self._values += 1
+        if self._values > self._limits.max_values:
+            raise _LimitExceeded(line, f"more than {self._limits.max_values} values")
         if isinstance(event, yaml.AliasEvent):
             self._aliases += 1
             if self._aliases > self._limits.max_aliases:

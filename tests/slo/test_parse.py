@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -279,3 +280,18 @@ def test_error_message_format() -> None:
     error = caught.value
     assert (error.file, error.line, error.field) == ("f.yaml", 2, "sli.x")
     assert str(error) == "f.yaml:2: sli.x: unknown field"
+
+
+def test_an_slo_file_is_read_within_bounds(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(
+        "\n".join(lines) + "\nname: a\nsli: {kind: degraded}\ntarget: 0.9\nperiod: 1d\n"
+    )
+    with pytest.raises(SLOFileError, match=r"bomb\.yaml:\d+: expands to more than 20000 values"):
+        load_slos(bomb)
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(SLOFileError, match=r"fifo\.yaml: cannot read: not a regular file"):
+        load_slos(fifo)
