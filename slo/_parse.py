@@ -121,7 +121,7 @@ def parse_yaml_document(
 def _placed(source: str, node: yaml.Node | None, issues: list[Issue]) -> list[Problem]:
     if node is None:
         return [Problem(source, None, _field(i.loc), i.message) for i in issues]
-    return _located(source, node, issues)
+    return sorted(_located(source, node, issues), key=lambda p: p.line or 0)
 
 
 def _only(slos: list[SLO], source: str) -> SLO:
