@@ -39,6 +39,7 @@ from ._loadgen import (
     nearest_rank,
 )
 from ._loading import LoadedScenario, load_scenario
+from ._protocols import AnswerRules, Api
 from ._recording import HtmlReport, VerdictFile, recorders
 from ._report import load_run, render_index, render_run
 from ._runner import Runner, RunResult, RunSettings
@@ -79,6 +80,8 @@ from ._version import __version__
 from ._wait import wait_until
 
 __all__ = [
+    "AnswerRules",
+    "Api",
     "ApplyError",
     "Arrivals",
     "Backend",

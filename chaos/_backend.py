@@ -110,6 +110,10 @@ class Target:
     def __init__(self) -> None:
         self.url = ""
         self.direct_url = ""
+        # For an https service behind the client-hop proxy: clients connect to the proxy's
+        # address but must verify the certificate against, and ask for, the real host.
+        self.server_hostname: str | None = None
+        self.host_header: str | None = None
         self.admin_token: str | None = None
         self.toxiproxy: ToxiproxyClient | None = None
         self.hops: dict[str, str] = {}
@@ -383,33 +387,49 @@ class LocalTarget(Target):
 class UrlTarget(Target):
     """A service that is already running: a client-hop proxy in front of it, nothing else."""
 
-    def __init__(self, url: str, run_dir: Path, *, admin_token: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        run_dir: Path,
+        *,
+        admin_token: str | None = None,
+        health: str = "/healthz",
+        headers: dict[str, str] | None = None,
+        ready_timeout: float = 10.0,
+    ) -> None:
+        """``health``: the path that answers 2xx once the service is up (asked with
+        ``headers``, which may carry an API key); the run waits up to ``ready_timeout``."""
         super().__init__()
         parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname or not parts.port:
-            raise BackendError(f"url {url!r}: give http://HOST:PORT")
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise BackendError(f"url {url!r}: give http(s)://HOST[:PORT]")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
         self._lease = _Lease(self.state)
         self._server: ToxiproxyServer | None = None
         self.admin_token = admin_token
+        self.health, self._headers = health, dict(headers or {})
         try:
             self._server = self._connect_toxiproxy(self._lease, run_dir / "toxiproxy.log")
-            listen = self._create_proxy("client", "client", f"{parts.hostname}:{parts.port}")
-            self.url = f"http://{listen}"
+            listen = self._create_proxy("client", "client", f"{parts.hostname}:{port}")
+            self.url = f"{parts.scheme}://{listen}"
+            if parts.scheme == "https":
+                self.server_hostname, self.host_header = parts.hostname, parts.netloc
             self.direct_url = url.rstrip("/")
             try:
-                wait_until(self._answers, timeout=10, interval=0.2, message=f"{url} answering")
+                wait_until(self._answers, timeout=ready_timeout, interval=0.2,
+                           message=f"{self.direct_url}{health} answering 2xx")  # fmt: skip
             except HarnessError as exc:
-                raise BackendError(f"{url} does not answer HTTP: {exc}") from exc
+                raise BackendError(f"{url} is not ready: {exc}") from exc
         except BaseException:
             self.stop()
             raise
 
     def _answers(self) -> bool:
         try:
-            httpx.get(f"{self.direct_url}/healthz", timeout=2)
+            answer = httpx.get(f"{self.direct_url}{self.health}", headers=self._headers, timeout=2)
         except httpx.HTTPError:
             return False
-        return True
+        return answer.is_success
 
     def describe(self) -> dict[str, Any]:
         return {

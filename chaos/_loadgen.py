@@ -14,7 +14,6 @@ keep its own schedule measures itself, not the target.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import threading
 import time
@@ -27,12 +26,18 @@ from pydantic import BaseModel, ConfigDict
 
 from slo import RequestRecord
 
+from ._protocols import AnswerRules, Api, StreamReader, parse_json, read_answer
+
 
 @dataclass(frozen=True)
 class RequestSpec:
     body: dict[str, Any]
     stream: bool = False
-    path: str = "/v1/generate"
+    api: Api = Api.ICHAOS
+
+    @property
+    def path(self) -> str:
+        return self.api.path
 
 
 @dataclass
@@ -52,6 +57,8 @@ class LoadRecord:
     degraded: bool = False
     tokens: int = 0
     gaps: list[float] = field(default_factory=list)  # between streamed tokens
+    last_token: float | None = None
+    finish_reason: str | None = None
 
     @property
     def lag(self) -> float:
@@ -67,9 +74,22 @@ class LoadRecord:
 
     @property
     def tpot_s(self) -> float | None:
-        """Time per output token after the first: (last token - first token) / (tokens - 1),
-        the mean of the inter-token gaps; None with fewer than two streamed tokens."""
-        return sum(self.gaps) / len(self.gaps) if self.gaps else None
+        """Time per output token after the first: (last token - first token) / (tokens - 1).
+        ``tokens`` is the server's count where it gives one (a chunk may carry several), else
+        the chunks', when this is the mean inter-token gap. None with fewer than two tokens or
+        when not streamed."""
+        if self.first_token is None or self.last_token is None or self.tokens < 2:
+            return None
+        return (self.last_token - self.first_token) / (self.tokens - 1)
+
+    @property
+    def output_tps(self) -> float | None:
+        """Output tokens per second of this request: tokens / latency (scheduled send to last
+        byte); None without tokens or an end."""
+        latency = self.latency_s
+        if not self.tokens or latency is None or latency <= 0:
+            return None
+        return self.tokens / latency
 
     def to_slo(self) -> RequestRecord:
         return RequestRecord(
@@ -77,6 +97,7 @@ class LoadRecord:
             status=self.status,
             latency_s=self.latency_s,
             ttft_s=self.ttft_s,
+            tpot_s=self.tpot_s,
             degraded=self.degraded,
             error=self.error,
         )
@@ -151,10 +172,16 @@ class LoadGenerator:
         on_record: Callable[[LoadRecord], None] | None = None,
         origin: float | None = None,
         first_index: int = 0,
+        headers: dict[str, str] | None = None,
+        rules: AnswerRules | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         """``origin``: the monotonic instant that ``schedule`` counts from (default: when
         :meth:`run` starts), so a second generator can share a run's time axis.
-        ``first_index``: the first request's index (a second generator's come after)."""
+        ``first_index``: the first request's index (a second generator's come after).
+        ``headers``: sent with every request (an API key, a tenant). ``rules``: how an answer
+        says it is degraded. ``server_hostname``: the name TLS verifies the certificate
+        against when ``url`` is an https proxy address in front of the real host."""
         self.url = url.rstrip("/")
         self.schedule = schedule
         self.request = request
@@ -166,6 +193,9 @@ class LoadGenerator:
         self.on_record = on_record
         self.origin = origin
         self.first_index = first_index
+        self.headers = dict(headers or {})
+        self.rules = rules or AnswerRules()
+        self.server_hostname = server_hostname
         self._pending: dict[int, LoadRecord] = {}  # sent, not yet answered
         # Set when the first request is due: t = 0 of the run, on both clocks, so a runner can
         # schedule faults on the same time axis as the requests.
@@ -251,10 +281,11 @@ class LoadGenerator:
                 if spec.stream:
                     await self._stream(client, spec, record, now)
                 else:
-                    async with client.post(spec.path, json=spec.body) as response:
+                    async with self._post(client, spec, spec.body) as response:
                         record.first_byte = now()
                         record.status = response.status
-                        self._summary(record, _json(await response.read()))
+                        read_answer(spec.api, record, parse_json(await response.read()))
+                        self._degraded(record, response)
         except (TimeoutError, aiohttp.ClientError) as exc:
             record.error = _classify(exc)
         except Exception as exc:  # one request's surprise is its error, not the generator's end
@@ -276,117 +307,24 @@ class LoadGenerator:
         now: Callable[[], float],
     ) -> None:
         body = {**spec.body, "stream": True}
-        async with client.post(spec.path, json=body) as response:
+        async with self._post(client, spec, body) as response:
             record.first_byte = now()
             record.status = response.status
             if response.status != 200:
-                self._summary(record, _json(await response.read()))
+                read_answer(spec.api, record, parse_json(await response.read()))
                 return
-            stream = _StreamReader(record, now, openai=spec.path.endswith("/completions"))
+            stream = StreamReader(spec.api, record, now)
             async for raw in response.content:
                 stream.line(raw.decode("utf-8", "replace").rstrip("\r\n"))
             stream.close()
+            self._degraded(record, response)
 
-    @staticmethod
-    def _summary(record: LoadRecord, data: dict[str, Any] | None) -> None:
-        """Read an answer's summary. A 2xx answer without a readable one is an error
-        (``malformed``): the service said OK but did not say what it served."""
-        ok = record.status is not None and 200 <= record.status < 300
-        if not data:
-            if ok:
-                record.error = "malformed"
-            return
-        model, version = data.get("model"), data.get("version")
-        tokens, degraded = data.get("tokens", 0), data.get("degraded", False)
-        usage = data.get("usage")
-        if "tokens" not in data and isinstance(usage, dict):  # an OpenAI-shaped answer
-            tokens = usage.get("completion_tokens", 0)
-        shaped = (
-            isinstance(model, str | None) and isinstance(version, str | None)
-            and isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0
-            and isinstance(degraded, bool)
-        )  # fmt: skip
-        if not shaped:
-            if ok:
-                record.error = "malformed"
-            return
-        record.model, record.version = model, version
-        record.degraded, record.tokens = degraded, tokens
+    def _post(self, client: aiohttp.ClientSession, spec: RequestSpec, body: dict[str, Any]) -> Any:
+        extra: dict[str, Any] = {}
+        if self.server_hostname is not None:
+            extra["server_hostname"] = self.server_hostname
+        return client.post(spec.path, json=body, headers=self.headers or None, **extra)
 
-
-class _StreamReader:
-    """One SSE stream, line by line, in either format the stack speaks: the native one
-    (``event: token`` … ``event: done`` with the summary) or OpenAI's (``data: {chunk}`` …
-    ``data: [DONE]``). Every token's arrival is timed; an error event or chunk, or a stream that
-    ends without its final event, makes the request an error."""
-
-    def __init__(self, record: LoadRecord, now: Callable[[], float], *, openai: bool) -> None:
-        self.record, self.now, self.openai = record, now, openai
-        self.event = "message"
-        self.last_token: float | None = None
-        self.finished = False
-        self.counted = 0
-
-    def _token(self) -> None:
-        at = self.now()
-        if self.last_token is None:
-            self.record.first_token = at
-        else:
-            self.record.gaps.append(at - self.last_token)
-        self.last_token = at
-        self.counted += 1
-
-    def line(self, line: str) -> None:
-        if line.startswith("event:"):
-            self.event = line.partition(":")[2].strip()
-            return
-        if not line.startswith("data:"):
-            if not line:
-                self.event = "message"  # a blank line ends an SSE event
-            return
-        payload = line.partition(":")[2].strip()
-        if self.openai:
-            self._openai(payload)
-        elif self.event == "token":
-            self._token()
-        elif self.event == "done":
-            LoadGenerator._summary(self.record, _json(payload.encode()))
-            self.finished = True
-        elif self.event == "error":
-            self.record.error = "stream"
-
-    def _openai(self, payload: str) -> None:
-        if payload == "[DONE]":
-            self.finished = True
-            return
-        data = _json(payload.encode())
-        if data is None or "error" in data:
-            self.record.error = "stream"
-            return
-        choices = data.get("choices")
-        choice = choices[0] if isinstance(choices, list) and choices else {}
-        if not isinstance(choice, dict):
-            self.record.error = "stream"
-            return
-        if choice.get("text"):
-            self._token()
-        if isinstance(data.get("model"), str):
-            self.record.model = data["model"]
-        if isinstance(data.get("degraded"), bool):
-            self.record.degraded = data["degraded"]
-
-    def close(self) -> None:
-        if not self.openai and self.finished and self.record.tokens == 0:
-            self.record.tokens = self.counted
-        if self.openai:
-            self.record.tokens = self.counted
-        if not self.finished and self.record.error is None:
-            self.record.error = "stream_incomplete"
-
-
-def _json(raw: bytes) -> dict[str, Any] | None:
-    try:
-        data = json.loads(raw)
-    except ValueError:  # not JSON, or not UTF-8
-        return None
-    return data if isinstance(data, dict) else None
+    def _degraded(self, record: LoadRecord, response: aiohttp.ClientResponse) -> None:
+        if record.error is None and self.rules.degraded_by(response.headers, record.model):
+            record.degraded = True

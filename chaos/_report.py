@@ -84,7 +84,8 @@ class RunData:
         return [
             RequestRecord(
                 float(r["scheduled"]), status=r.get("status"), latency_s=r.get("latency_s"),
-                ttft_s=r.get("ttft_s"), degraded=bool(r.get("degraded")), error=r.get("error"),
+                ttft_s=r.get("ttft_s"), tpot_s=r.get("tpot_s"), degraded=bool(r.get("degraded")),
+                error=r.get("error"),
             )
             for r in self.requests
         ]  # fmt: skip

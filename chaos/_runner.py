@@ -48,11 +48,11 @@ from ._injectors import Injector
 from ._journal import PAGE
 from ._loadgen import GeneratorHealth, LoadGenerator, LoadRecord, LoadResult, RequestSpec
 from ._loading import LoadedScenario
+from ._protocols import request_body
 from ._scenario import (
     Backend,
     BurnRateAbort,
     BurstFault,
-    Endpoint,
     ErrorRatioAbort,
     FaultSpec,
     HttpProbe,
@@ -129,7 +129,11 @@ def default_target(loaded: LoadedScenario, settings: RunSettings, run_dir: Path)
         url = settings.url or scenario.url
         if url is None:
             raise HarnessError("the url backend needs a URL (--url or `url:` in the scenario)")
-        return UrlTarget(url, run_dir)
+        try:
+            headers = scenario.service.request_headers()
+        except ValueError as exc:
+            raise HarnessError(str(exc)) from exc
+        return UrlTarget(url, run_dir, health=scenario.service.health_path, headers=headers)
     if backend is Backend.DOCKER:
         from ._docker import DockerTarget
 
@@ -317,6 +321,7 @@ class Runner:
         generator = LoadGenerator(
             target.url, times, self._requests(), on_record=self._on_record,
             timeout_s=load.timeout, max_lag_p99_s=load.max_lag, max_cpu_share=load.max_cpu,
+            **self._client(target),
         )  # fmt: skip
         self._generators.append(generator)
         main = _LoadThread("load", generator)
@@ -470,6 +475,7 @@ class Runner:
             target.url, [start + t for t in times], self._requests(salt=1),
             on_record=self._on_record, origin=self.state.t0, first_index=self._next_index,
             timeout_s=load.timeout, max_lag_p99_s=load.max_lag, max_cpu_share=load.max_cpu,
+            **self._client(target),
         )  # fmt: skip
         self._next_index += len(times)
         self._generators.append(generator)
@@ -485,25 +491,35 @@ class Runner:
     # -- requests --------------------------------------------------------------------------
 
     def _requests(self, salt: int = 0) -> Callable[[int], RequestSpec]:
-        load = self.scenario.load
+        load, service = self.scenario.load, self.scenario.service
         prompts = self.loaded.prompts
         seed = self.seed * 7919 + salt
 
         def request(index: int) -> RequestSpec:
             rng = random.Random(seed * 1_000_003 + index)
             prompt = prompts[rng.randrange(len(prompts))]
-            if load.endpoint is Endpoint.COMPLETIONS:
-                body: dict[str, Any] = {"model": "primary", "prompt": prompt,
-                                        "max_tokens": load.max_new_tokens}  # fmt: skip
-                path = "/v1/completions"
-            else:
-                body = {"prompt": prompt, "max_new_tokens": load.max_new_tokens}
-                path = "/v1/generate"
-            if rng.random() < load.user_share:
-                body["user"] = f"user-{rng.randrange(load.users)}"
-            return RequestSpec(body, stream=load.stream, path=path)
+            user = f"user-{rng.randrange(load.users)}" if rng.random() < load.user_share else None
+            body = request_body(
+                service.api, prompt, max_tokens=load.max_new_tokens, model=service.model,
+                temperature=load.temperature, user=user, stream=load.stream,
+            )  # fmt: skip
+            return RequestSpec(body, stream=load.stream, api=service.api)
 
         return request
+
+    def _client(self, target: Target) -> dict[str, Any]:
+        """What every request carries: the service's headers (its API key, read now, never
+        recorded), the degraded-answer rules, and for an https service the name its
+        certificate is checked against."""
+        service = self.scenario.service
+        try:
+            headers = service.request_headers()
+        except ValueError as exc:
+            raise HarnessError(str(exc)) from exc
+        if target.host_header is not None:
+            headers["Host"] = target.host_header
+        return {"headers": headers, "rules": service.answer_rules(),
+                "server_hostname": target.server_hostname}  # fmt: skip
 
     def _on_record(self, record: LoadRecord) -> None:
         with self._lock:
@@ -515,6 +531,7 @@ class Runner:
             status=record.status, error=record.error, model=record.model,
             version=record.version, degraded=record.degraded, tokens=record.tokens,
             latency_s=record.latency_s, ttft_s=record.ttft_s, tpot_s=record.tpot_s,
+            output_tps=record.output_tps, finish_reason=record.finish_reason,
             gaps=[round(g, 6) for g in record.gaps],
         )  # fmt: skip
 

@@ -8,6 +8,7 @@ file, line and field before anything is started.
 
 from __future__ import annotations
 
+import os
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -32,6 +33,7 @@ from pydantic import (
 from slo import Duration, Issue, SLODocument
 
 from ._injectors import Corruption, GpuFault, SignalKind
+from ._protocols import AnswerRules, Api
 from ._shapes import Arrivals, Constant, Ramp, Shape, Spike, Step
 from ._toxiproxy import Stream, ToxicType
 
@@ -157,22 +159,21 @@ class PromptFile(_Strict):
     file: Path = Field(description="a text file, one prompt per line (blank lines skipped)")
 
 
-class Endpoint(StrEnum):
-    GENERATE = "generate"  # POST /v1/generate
-    COMPLETIONS = "completions"  # POST /v1/completions (OpenAI subset)
-
-
 class Load(_Strict):
     rate: Rate = Field(description="the base arrival rate, e.g. 20/s")
     shape: ShapeSpec = ConstantShape()
     arrivals: Arrivals = Arrivals.UNIFORM
     duration: Duration = Field(gt=0, le=3600)
     prompts: PromptSet | PromptFile = PromptSet.CHAT
-    max_new_tokens: Int = Field(default=8, ge=1, le=512)
+    max_new_tokens: Int = Field(
+        default=8, ge=1, le=100_000, description="sent as `max_tokens` to OpenAI APIs"
+    )
+    temperature: Number | None = Field(
+        default=None, ge=0, le=2, description="sampling temperature; default: the server's"
+    )
     stream: bool = False
     user_share: Number = Field(default=0.0, ge=0, le=1, description="requests carrying a user")
     users: Int = Field(default=200, ge=1, le=1_000_000, description="distinct users drawn from")
-    endpoint: Endpoint = Endpoint.GENERATE
     timeout: Duration = Field(default=10.0, gt=0)
     max_lag: Duration = Field(
         default=0.050,
@@ -196,6 +197,101 @@ class Load(_Strict):
         if isinstance(shape, SpikeShape):
             return Spike(self.rate, tuple((s.at, s.length, s.factor) for s in shape.spikes))
         return Constant(self.rate)
+
+
+# -- the service's API ------------------------------------------------------------------------
+
+_HEADER = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$"
+_RESERVED_HEADERS = {"host", "content-length", "content-type", "transfer-encoding", "connection"}
+
+
+class DegradedSignal(_Strict):
+    """How the service marks an answer as degraded (served by a fallback), when not with the
+    native ``degraded`` field."""
+
+    header: str | None = Field(
+        default=None,
+        pattern=_HEADER,
+        description="a response header whose value `true`, `1` or `yes` marks it degraded",
+    )
+    other_model: bool = Field(
+        default=False,
+        description="an answer whose `model` is not the one asked for (`service.model`) is "
+        "degraded",
+    )
+
+
+class Service(_Strict):
+    """What the service speaks: its API, the model to ask for, how to authenticate, where its
+    health check is."""
+
+    api: Api = Field(
+        default=Api.ICHAOS,
+        description="`ichaos` (POST /v1/generate), `openai-completions` (POST /v1/completions) "
+        "or `openai-chat` (POST /v1/chat/completions)",
+    )
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="the `model` every request asks for (OpenAI APIs need one)",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+        description="the environment variable holding the API key, sent as a Bearer token "
+        "(the key itself is never written anywhere)",
+    )
+    headers: dict[
+        Annotated[str, Field(pattern=_HEADER)], Annotated[str, Field(max_length=1024)]
+    ] = Field(default_factory=dict, description="extra headers on every request")
+    health: str | None = Field(
+        default=None,
+        pattern=r"^/[^\s]*$",
+        description="the path that answers once the service is up (default: `/healthz` for "
+        "`ichaos`, `/v1/models` for OpenAI APIs)",
+    )
+    degraded: DegradedSignal = DegradedSignal()
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(h for h in headers if h.lower() in _RESERVED_HEADERS | {"authorization"})
+        if reserved:
+            raise ValueError(
+                f"{', '.join(reserved)}: set by ichaos itself (the API key: `api_key_env`)"
+            )
+        return headers
+
+    @model_validator(mode="after")
+    def _model_for_openai(self) -> Service:
+        if self.api.openai and self.model is None:
+            raise ValueError(f"`api: {self.api.value}` needs the `model` to ask for")
+        if self.degraded.other_model and self.model is None:
+            raise ValueError("`degraded.other_model` compares with `model`: give it")
+        return self
+
+    @property
+    def health_path(self) -> str:
+        return self.health or ("/v1/models" if self.api.openai else "/healthz")
+
+    def api_key(self) -> str | None:
+        """The key from its environment variable; raises ValueError naming a missing one."""
+        if self.api_key_env is None:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ValueError(f"service.api_key_env: ${self.api_key_env} is not set")
+        return key
+
+    def request_headers(self) -> dict[str, str]:
+        key = self.api_key()
+        return {**self.headers, **({"Authorization": f"Bearer {key}"} if key else {})}
+
+    def answer_rules(self) -> AnswerRules:
+        return AnswerRules(
+            header=self.degraded.header, asked=self.model if self.degraded.other_model else None
+        )
 
 
 # -- targets ---------------------------------------------------------------------------------
@@ -693,6 +789,7 @@ class Scenario(_Strict):
     backend: Backend = Backend.LOCAL
     url: str | None = Field(default=None, description="the service, for `backend: url`")
     stack: Path | None = Field(default=None, description="stack file; default the shipped one")
+    service: Service = Service()
     seed: Int = Field(default=0, ge=-(2**63), le=2**63 - 1)
     load: Load
     steady_state: SteadyState = SteadyState()

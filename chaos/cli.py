@@ -193,6 +193,10 @@ def _run(args: argparse.Namespace) -> int:
         problem = loaded.scenario.unsupported_by(chosen)
         if problem:
             problems.append(f"{loaded.path}: {problem}")
+        try:
+            loaded.scenario.service.api_key()
+        except ValueError as exc:  # read before anything starts, so a missing one starts nothing
+            problems.append(f"{loaded.path}: {exc}")
     if problems:
         return _usage("\n".join(problems))
     settings = RunSettings(

@@ -19,6 +19,7 @@ from ._models import (
     AvailabilitySLI,
     DegradedSLI,
     FailurePolicy,
+    GoodputSLI,
     LatencySLI,
     Op,
 )
@@ -63,6 +64,8 @@ def classify(sli: SLI, records: RecordSet) -> Classification:
         result = _threshold(records.latencies, sli.threshold, sli.op, sli.failures, records)
     elif isinstance(sli, TTFTSLI):
         result = _threshold(records.ttfts, sli.threshold, sli.op, sli.failures, records)
+    elif isinstance(sli, GoodputSLI):
+        result = _goodput(sli, records)
     else:
         result = _degraded(sli, records)
     records.classifications[sli] = result
@@ -94,6 +97,27 @@ def _threshold(
         bad = _union(records.failed_positions, over)
         excluded = records.succeeded_among(measure.missing)
     return Classification(bad=bad, excluded=excluded)
+
+
+def _goodput(sli: GoodputSLI, records: RecordSet) -> Classification:
+    bad = set(records.failed_positions)
+    latencies = records.latencies.values
+    bounds: list[tuple[float | None, list[float | None], bool]] = [
+        # (bound, values, whether a missing value meets it)
+        (sli.latency, latencies, False),
+        (sli.ttft, [t if t is not None else e for t, e in zip(records.ttfts.values, latencies,
+                                                                strict=True)], False),
+        (sli.tpot, records.tpots.values, True),
+    ]  # fmt: skip
+    for bound, values, missing_ok in bounds:
+        if bound is None:
+            continue
+        limit = float(bound)
+        bad.update(
+            i for i, v in enumerate(values)
+            if (v is None and not missing_ok) or (v is not None and not v <= limit)
+        )  # fmt: skip
+    return Classification(bad=sorted(bad), excluded=[])
 
 
 def _degraded(sli: DegradedSLI, records: RecordSet) -> Classification:

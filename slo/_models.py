@@ -9,7 +9,14 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, PlainSerializer, ValidationInfo, WithJsonSchema
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
 
 from ._base import Model, Number
 from ._duration import DURATION_TEXT_SCHEMA, Duration, coerce_duration, format_duration
@@ -21,6 +28,7 @@ class SLIKind(StrEnum):
     LATENCY = "latency"
     TTFT = "ttft"
     DEGRADED = "degraded"
+    GOODPUT = "goodput"
 
 
 class Op(StrEnum):
@@ -156,7 +164,28 @@ class DegradedSLI(Model):
     failures: FailurePolicy = FailurePolicy.EXCLUDE
 
 
-SLI = Annotated[AvailabilitySLI | LatencySLI | TTFTSLI | DegradedSLI, Field(discriminator="kind")]
+class GoodputSLI(Model):
+    """Good: succeeded and within every bound given, at once: time to first token ``ttft``,
+    time per output token ``tpot``, end-to-end ``latency``. Every request is an event; a
+    failed one is bad. A request that was not streamed has no TTFT of its own: its end-to-end
+    latency (which the first token cannot have come after) is held to the TTFT bound instead.
+    One with fewer than two tokens has no TPOT, and meets that bound."""
+
+    kind: Literal[SLIKind.GOODPUT] = SLIKind.GOODPUT
+    ttft: Duration | None = None
+    tpot: Duration | None = None
+    latency: Duration | None = None
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> GoodputSLI:
+        if self.ttft is None and self.tpot is None and self.latency is None:
+            raise ValueError("give at least one bound: ttft, tpot or latency")
+        return self
+
+
+SLI = Annotated[
+    AvailabilitySLI | LatencySLI | TTFTSLI | DegradedSLI | GoodputSLI, Field(discriminator="kind")
+]
 
 
 class BudgetingMethod(StrEnum):

@@ -29,6 +29,7 @@ class RequestRecord:
     shares (run-relative or Unix epoch). ``status``: the HTTP status, ``None`` when no response
     came back. ``latency_s`` / ``ttft_s``: seconds to the last byte / the first streamed token,
     ``None`` when not measured (``ttft_s`` is ``None`` for requests that were not streamed).
+    ``tpot_s``: seconds per output token after the first, ``None`` with fewer than two.
     ``degraded``: served by a fallback. ``error``: the client-side failure class (``timeout``,
     ``connect``, ``reset``, ``stream``...) when no complete response was received; leave it
     ``None`` for HTTP error responses, whose ``status`` already says what happened.
@@ -39,6 +40,7 @@ class RequestRecord:
     status: int | None = None
     latency_s: float | None = None
     ttft_s: float | None = None
+    tpot_s: float | None = None
     degraded: bool = False
     error: str | None = None
 
@@ -151,6 +153,10 @@ class RecordSet(Sequence[RequestRecord]):
     @cached_property
     def ttfts(self) -> Measure:
         return _measure(self._records, "ttft_s")
+
+    @cached_property
+    def tpots(self) -> Measure:
+        return _measure(self._records, "tpot_s")
 
     @cached_property
     def degraded_positions(self) -> list[int]:

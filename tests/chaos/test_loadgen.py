@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from chaos import Constant, LoadGenerator, RequestSpec, schedule, wait_until
+from chaos import AnswerRules, Api, Constant, LoadGenerator, RequestSpec, schedule, wait_until
 
 
 class Target:
@@ -30,6 +30,7 @@ class Target:
         # "eight"), "not-json", "cut" (a stream that closes after two tokens, no final
         # event), "error-chunk" (an OpenAI stream that sends an error object).
         self.shape = "good"
+        self.headers: list[dict[str, str]] = []  # of every chat request, in order
 
     async def generate(self, request: Request) -> Response:
         body = await request.json()
@@ -83,6 +84,41 @@ class Target:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    async def chat(self, request: Request) -> Response:
+        """OpenAI's chat completions, as vLLM streams them: a first chunk with only the role,
+        content chunks (the second carries two tokens), then with ``include_usage`` a chunk
+        with ``usage`` and no choice, then ``[DONE]``."""
+        body = await request.json()
+        self.headers.append(dict(request.headers))
+        served = {"x-served-by": "fallback"} if self.shape == "fallback" else {}
+        base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": body["model"]}
+        if self.shape == "error-object":
+            return JSONResponse({"error": {"message": "no capacity"}})
+        if not body.get("stream"):
+            return JSONResponse({
+                **base, "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "a b c"},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+            }, headers=served)  # fmt: skip
+        assert body["stream_options"] == {"include_usage": True}
+
+        def chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
+            data = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            return f"data: {json.dumps(data)}\n\n".encode()
+
+        async def events() -> AsyncIterator[bytes]:
+            yield chunk({"role": "assistant", "content": ""})
+            for text in ["a", " b c", " d"]:
+                await asyncio.sleep(0.02)
+                yield chunk({"content": text})
+            yield chunk({}, "stop")
+            usage = {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6}
+            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=served)
+
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[tuple[str, Target]]:
@@ -90,6 +126,7 @@ def target() -> Iterator[tuple[str, Target]]:
     app = Starlette(routes=[
         Route("/v1/generate", state.generate, methods=["POST"]),
         Route("/v1/completions", state.completions, methods=["POST"]),
+        Route("/v1/chat/completions", state.chat, methods=["POST"]),
     ])  # fmt: skip
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -246,7 +283,8 @@ def test_a_native_stream_without_its_final_event_is_an_error(target: tuple[str, 
 
 def test_openai_completion_streams_are_parsed(target: tuple[str, Target]) -> None:
     url, state = target
-    streamed = RequestSpec({"prompt": "hi", "max_tokens": 4}, stream=True, path="/v1/completions")
+    streamed = RequestSpec({"prompt": "hi", "max_tokens": 4}, stream=True,
+                           api=Api.OPENAI_COMPLETIONS)  # fmt: skip
     for record in run_shaped(url, state, "good", streamed):
         assert record.status == 200 and record.error is None and record.model == "m:v1"
         assert record.tokens == 4 and len(record.gaps) == 3
@@ -283,3 +321,57 @@ def test_an_exception_in_one_request_is_that_requests_error(target: tuple[str, T
     result = asyncio.run(LoadGenerator(url, [0.0, 0.01, 0.02], unsendable).run())
     assert [r.error is None for r in result.records] == [True, False, True]
     assert (result.records[1].error or "").startswith("client: TypeError")
+
+
+def chat(stream: bool) -> RequestSpec:
+    from chaos._protocols import request_body
+
+    body = request_body(Api.OPENAI_CHAT, "hi", max_tokens=4, model="tiny", stream=stream)
+    return RequestSpec(body, stream=stream, api=Api.OPENAI_CHAT)
+
+
+def run_chat(url: str, state: Target, shape: str, spec: RequestSpec, **options: Any) -> list[Any]:
+    state.shape = shape
+    try:
+        result = asyncio.run(LoadGenerator(url, [0.0, 0.05], lambda _i: spec, **options).run())
+    finally:
+        state.shape = "good"
+    return result.records
+
+
+def test_openai_chat_streams_count_the_servers_tokens(target: tuple[str, Target]) -> None:
+    url, state = target
+    for record in run_chat(url, state, "good", chat(stream=True)):
+        assert record.status == 200 and record.error is None and record.model == "tiny"
+        # Three chunks carried text (the role-only one did not); the server counted four.
+        assert record.tokens == 4 and len(record.gaps) == 2
+        assert record.finish_reason == "stop"
+        assert record.first_token is not None and record.last_token is not None
+        assert record.tpot_s == pytest.approx((record.last_token - record.first_token) / 3)
+        assert record.output_tps == pytest.approx(4 / record.latency_s)
+
+
+def test_openai_chat_answers_are_read_whole(target: tuple[str, Target]) -> None:
+    url, state = target
+    for record in run_chat(url, state, "good", chat(stream=False)):
+        assert (record.status, record.error, record.tokens) == (200, None, 3)
+        assert record.finish_reason == "stop" and record.ttft_s is None and record.tpot_s is None
+    for record in run_chat(url, state, "error-object", chat(stream=False)):
+        assert record.status == 200 and record.error == "api_error"
+
+
+def test_headers_go_with_every_request_and_a_header_can_mark_degraded(
+    target: tuple[str, Target],
+) -> None:
+    url, state = target
+    state.headers.clear()
+    options = {"headers": {"Authorization": "Bearer k-123", "X-Team": "sre"},
+               "rules": AnswerRules(header="X-Served-By")}  # fmt: skip
+    records = run_chat(url, state, "good", chat(stream=True), **options)
+    assert [h["authorization"] for h in state.headers] == ["Bearer k-123"] * 2
+    assert all(h["x-team"] == "sre" for h in state.headers)
+    assert not any(r.degraded for r in records)
+    # "fallback" is not a true value: the header's value must say yes.
+    assert not any(r.degraded for r in run_chat(url, state, "fallback", chat(True), **options))
+    options["rules"] = AnswerRules(asked="other")
+    assert all(r.degraded for r in run_chat(url, state, "good", chat(stream=True), **options))
