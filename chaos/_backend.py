@@ -15,6 +15,7 @@ import json
 import os
 import secrets
 import signal
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -395,6 +396,7 @@ class UrlTarget(Target):
         admin_token: str | None = None,
         health: str = "/healthz",
         headers: dict[str, str] | None = None,
+        verify: ssl.SSLContext | None = None,
         ready_timeout: float = 10.0,
     ) -> None:
         """``health``: the path that answers 2xx once the service is up (asked with
@@ -408,6 +410,7 @@ class UrlTarget(Target):
         self._server: ToxiproxyServer | None = None
         self.admin_token = admin_token
         self.health, self._headers = health, dict(headers or {})
+        self._verify: ssl.SSLContext | bool = True if verify is None else verify
         try:
             self._server = self._connect_toxiproxy(self._lease, run_dir / "toxiproxy.log")
             listen = self._create_proxy("client", "client", f"{parts.hostname}:{port}")
@@ -426,7 +429,12 @@ class UrlTarget(Target):
 
     def _answers(self) -> bool:
         try:
-            answer = httpx.get(f"{self.direct_url}{self.health}", headers=self._headers, timeout=2)
+            answer = httpx.get(
+                f"{self.direct_url}{self.health}",
+                headers=self._headers,
+                verify=self._verify,
+                timeout=2,
+            )
         except httpx.HTTPError:
             return False
         return answer.is_success

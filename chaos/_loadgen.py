@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -143,6 +144,8 @@ def nearest_rank(values: list[float], q: float) -> float:
 def _classify(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return "timeout"
+    if isinstance(exc, aiohttp.ClientSSLError):  # a certificate refused, before "connect"
+        return "tls"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "connect"
     if isinstance(
@@ -175,13 +178,15 @@ class LoadGenerator:
         headers: dict[str, str] | None = None,
         rules: AnswerRules | None = None,
         server_hostname: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """``origin``: the monotonic instant that ``schedule`` counts from (default: when
         :meth:`run` starts), so a second generator can share a run's time axis.
         ``first_index``: the first request's index (a second generator's come after).
         ``headers``: sent with every request (an API key, a tenant). ``rules``: how an answer
         says it is degraded. ``server_hostname``: the name TLS verifies the certificate
-        against when ``url`` is an https proxy address in front of the real host."""
+        against when ``url`` is an https proxy address in front of the real host;
+        ``ssl_context``: what it verifies with (default: the system's CAs)."""
         self.url = url.rstrip("/")
         self.schedule = schedule
         self.request = request
@@ -196,6 +201,7 @@ class LoadGenerator:
         self.headers = dict(headers or {})
         self.rules = rules or AnswerRules()
         self.server_hostname = server_hostname
+        self.ssl_context = ssl_context
         self._pending: dict[int, LoadRecord] = {}  # sent, not yet answered
         # Set when the first request is due: t = 0 of the run, on both clocks, so a runner can
         # schedule faults on the same time axis as the requests.
@@ -323,6 +329,8 @@ class LoadGenerator:
         extra: dict[str, Any] = {}
         if self.server_hostname is not None:
             extra["server_hostname"] = self.server_hostname
+        if self.ssl_context is not None:
+            extra["ssl"] = self.ssl_context
         return client.post(spec.path, json=body, headers=self.headers or None, **extra)
 
     def _degraded(self, record: LoadRecord, response: aiohttp.ClientResponse) -> None:

@@ -4,6 +4,7 @@ each within the reading limits of ``slo``, every problem reported at its line.""
 from __future__ import annotations
 
 import importlib.util
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,9 @@ def load_scenario(path: str | Path) -> LoadedScenario:
             issues += slo_name_issues(scenario, [s.name for s in slos])
         prompts, prompt_issues = _prompts(scenario.load.prompts, base)
         stack, stack_problems = _stack(scenario, base)
-        found.update(slos=slos, prompts=prompts, stack=stack)
-        return [*issues, *prompt_issues, *stack_problems]
+        ca_file, ca_problems = _ca_file(scenario, base)
+        found.update(slos=slos, prompts=prompts, stack=stack, ca_file=ca_file)
+        return [*issues, *prompt_issues, *stack_problems, *ca_problems]
 
     try:
         text = read_document_text(source)
@@ -82,6 +84,9 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         raise ScenarioError(f"invalid scenario:\n{exc}") from exc
     if found["stack"] != scenario.stack:
         scenario = scenario.model_copy(update={"stack": found["stack"]})
+    if found["ca_file"] != scenario.service.ca_file:
+        service = scenario.service.model_copy(update={"ca_file": found["ca_file"]})
+        scenario = scenario.model_copy(update={"service": service})
     return LoadedScenario(scenario=scenario, path=source, text=text, slos=found["slos"],
                           prompts=found["prompts"])  # fmt: skip
 
@@ -151,6 +156,18 @@ def _stack(scenario: Scenario, base: Path) -> tuple[Path | None, list[Issue]]:
     if isinstance(replicas, str):
         return stack, [Issue(("stack",), replicas)]
     return stack, [] if replicas is None else stack_issues(scenario, replicas)
+
+
+def _ca_file(scenario: Scenario, base: Path) -> tuple[Path | None, list[Issue]]:
+    file = scenario.service.ca_file
+    if file is None:
+        return None, []
+    file = file if file.is_absolute() else base / file
+    try:
+        ssl.create_default_context(cafile=file)
+    except (OSError, ssl.SSLError) as exc:
+        return file, [Issue(("service", "ca_file"), f"{file}: not PEM certificates: {exc}")]
+    return file, []
 
 
 def _replicas(stack: Path | None) -> dict[Pool, int] | str | None:

@@ -133,7 +133,8 @@ def default_target(loaded: LoadedScenario, settings: RunSettings, run_dir: Path)
             headers = scenario.service.request_headers()
         except ValueError as exc:
             raise HarnessError(str(exc)) from exc
-        return UrlTarget(url, run_dir, health=scenario.service.health_path, headers=headers)
+        return UrlTarget(url, run_dir, health=scenario.service.health_path, headers=headers,
+                         verify=scenario.service.ssl_context())  # fmt: skip
     if backend is Backend.DOCKER:
         from ._docker import DockerTarget
 
@@ -519,7 +520,8 @@ class Runner:
         if target.host_header is not None:
             headers["Host"] = target.host_header
         return {"headers": headers, "rules": service.answer_rules(),
-                "server_hostname": target.server_hostname}  # fmt: skip
+                "server_hostname": target.server_hostname,
+                "ssl_context": service.ssl_context()}  # fmt: skip
 
     def _on_record(self, record: LoadRecord) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -252,6 +253,11 @@ class Service(_Strict):
         "`ichaos`, `/v1/models` for OpenAI APIs)",
     )
     degraded: DegradedSignal = DegradedSignal()
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM certificates to verify an https service with, instead of the "
+        "system's (relative to the scenario file)",
+    )
 
     @field_validator("headers")
     @classmethod
@@ -287,6 +293,10 @@ class Service(_Strict):
     def request_headers(self) -> dict[str, str]:
         key = self.api_key()
         return {**self.headers, **({"Authorization": f"Bearer {key}"} if key else {})}
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The context https connections verify with: the system's CAs, or ``ca_file``'s."""
+        return None if self.ca_file is None else ssl.create_default_context(cafile=self.ca_file)
 
     def answer_rules(self) -> AnswerRules:
         return AnswerRules(
