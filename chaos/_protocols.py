@@ -150,7 +150,6 @@ class StreamReader:
     def __init__(self, api: Api, record: LoadRecord, now: Callable[[], float]) -> None:
         self.api, self.record, self.now = api, record, now
         self.event = "message"
-        self.last_token: float | None = None
         self.finished = False
         self.counted = 0
         self.usage_tokens: int | None = None
@@ -184,12 +183,11 @@ class StreamReader:
 
     def _token(self) -> None:
         at = self.now()
-        if self.last_token is None:
+        if self.record.last_token is None:
             self.record.first_token = at
         else:
-            self.record.gaps.append(at - self.last_token)
+            self.record.gaps.append(at - self.record.last_token)
         self.record.last_token = at
-        self.last_token = at
         self.counted += 1
 
     def _openai(self, payload: str) -> None:

@@ -518,7 +518,7 @@ class GpuFaultSpec(_Fault):
     kind: Literal["gpu"]
     fault: GpuFault
     target: Replicas
-    params: dict[str, Annotated[int, Strict()]] = Field(
+    params: dict[str, Int] = Field(
         default_factory=dict,
         description="`slow` takes ms_per_token (1-60000, required), `oom` count (1-1000000)",
     )
@@ -824,7 +824,7 @@ class Scenario(_Strict):
         inline = [e.name for e in self.slos if isinstance(e, SLODocument)]
         issues = [*scenario_issues(self), *slo_name_issues(self, inline)]
         if issues:
-            raise ValueError("; ".join(f"{_path(i.loc)}: {i.message}" for i in issues))
+            raise ValueError("; ".join(f"{i.field}: {i.message}" for i in issues))
         return self
 
     def unsupported(self, backend: Backend) -> Issue | None:
@@ -877,7 +877,3 @@ def check_url(value: str) -> str:
     if any(c.isspace() for c in value):
         raise ValueError(f"{value!r} is not an http(s) URL: it contains white space")
     return value
-
-
-def _path(loc: tuple[str | int, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")

@@ -18,6 +18,18 @@ class Issue:
     loc: Loc
     message: str
 
+    @property
+    def field(self) -> str:
+        """``loc`` as a dotted field path: ``faults[0].hop``."""
+        return field_path(self.loc)
+
+
+def field_path(parts: Loc | list[str | int]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
 
 class DocumentInvalid(Exception):
     """Internal: carries issues from a converter to the parser, which reports them."""

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._errors import Problem, SLOFileError
 from ._issues import DocumentInvalid, Issue, Loc, issues_from
+from ._issues import field_path as _field
 from ._models import SLO
 from ._native import NativeDocument
 from ._openslo import OpenSLODocument, header_issues
@@ -237,10 +238,3 @@ def _child(node: yaml.Node | None, part: str | int) -> tuple[int, yaml.Node] | N
         item = node.value[part]
         return item.start_mark.line + 1, item
     return None
-
-
-def _field(parts: list[str | int] | tuple[str | int, ...]) -> str:
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
