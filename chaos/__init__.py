@@ -13,6 +13,7 @@ from ._errors import (
     ReportError,
     RevertError,
     ScenarioError,
+    ScrapeError,
     WaitTimeout,
 )
 from ._events import EventBus, EventType, Observer, RunEvent
@@ -45,6 +46,9 @@ from ._report import load_run, render_index, render_run
 from ._runner import Runner, RunResult, RunSettings
 from ._scenario import (
     Backend,
+    Metrics,
+    MetricSeries,
+    MetricSource,
     ModelFault,
     PartitionFault,
     PartitionMethod,
@@ -68,6 +72,7 @@ from ._verdict import (
     Evidence,
     FaultResult,
     Judgement,
+    MetricSummary,
     Outcome,
     ProbeResult,
     RequestCounts,
@@ -109,6 +114,10 @@ __all__ = [
     "LoadResult",
     "LoadedScenario",
     "LocalTarget",
+    "MetricSeries",
+    "MetricSource",
+    "MetricSummary",
+    "Metrics",
     "ModelCorruptionInjector",
     "ModelFault",
     "Observer",
@@ -134,6 +143,7 @@ __all__ = [
     "SLOResult",
     "Scenario",
     "ScenarioError",
+    "ScrapeError",
     "Shape",
     "SignalInjector",
     "SignalKind",

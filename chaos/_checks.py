@@ -19,6 +19,9 @@ from ._scenario import (
     CanaryRollback,
     FallbackShare,
     GpuFaultSpec,
+    MetricAbort,
+    MetricExpectation,
+    MetricProbe,
     ModelFault,
     PartitionFault,
     Pool,
@@ -37,7 +40,7 @@ from ._scenario import (
 def scenario_issues(scenario: Scenario) -> list[Issue]:
     """Every problem visible in the scenario itself (SLO names aside: files may define them)."""
     return [*_fault_issues(scenario), *_reference_issues(scenario), *_overlap_issues(scenario),
-            *_inline_slo_issues(scenario)]  # fmt: skip
+            *_inline_slo_issues(scenario), *_metric_issues(scenario)]  # fmt: skip
 
 
 def slo_name_issues(scenario: Scenario, known: list[str]) -> list[Issue]:
@@ -149,6 +152,49 @@ def _reference_issues(scenario: Scenario) -> Iterator[Issue]:
             yield Issue(
                 ("abort", index, "probe"), f"no probe named {abort.probe!r} (probes: {probes})"
             )
+
+
+def _metric_issues(scenario: Scenario) -> Iterator[Issue]:
+    """Sources and series named once, and every reference to a series or source resolved."""
+    metrics = scenario.metrics
+    sources = [s.name for s in metrics.sources] if metrics else []
+    series = [s.name for s in metrics.series] if metrics else []
+    if metrics is not None:
+        for index, source in enumerate(metrics.sources):
+            if sources.index(source.name) < index:
+                yield Issue(("metrics", "sources", index, "name"),
+                            f"a source named {source.name!r} comes before this")  # fmt: skip
+        for index, one in enumerate(metrics.series):
+            if series.index(one.name) < index:
+                yield Issue(("metrics", "series", index, "name"),
+                            f"a series named {one.name!r} comes before this")  # fmt: skip
+            if one.source is not None and one.source not in sources:
+                yield Issue(("metrics", "series", index, "source"),
+                            f"no source named {one.source!r} (sources: {sources})")  # fmt: skip
+    wanted: list[tuple[tuple[str | int, ...], str]] = [
+        *((("steady_state", "probes", i, "series"), p.series)
+          for i, p in enumerate(scenario.steady_state.probes) if isinstance(p, MetricProbe)),
+        *((("abort", i, "series"), a.series)
+          for i, a in enumerate(scenario.abort) if isinstance(a, MetricAbort)),
+        *((("expect", i, "series"), e.series)
+          for i, e in enumerate(scenario.expect) if isinstance(e, MetricExpectation)),
+    ]  # fmt: skip
+    for loc, name in wanted:
+        if name not in series:
+            known = f"series: {series}" if metrics else "the scenario has no `metrics`"
+            yield Issue(loc, f"no series named {name!r} ({known})")
+    faults = scenario.fault_names()
+    for index, expect in enumerate(scenario.expect):
+        if not isinstance(expect, MetricExpectation):
+            continue
+        for field, ref in (("during", expect.during), ("after", expect.after)):
+            if ref is None:
+                continue
+            if ref not in faults:
+                yield Issue(("expect", index, field), f"no fault named {ref!r} (faults: {faults})")
+            elif field == "during" and scenario.fault(ref).end is None:
+                why = f"fault {ref!r} has no duration: give `after`, or a duration"
+                yield Issue(("expect", index, field), why)
 
 
 def _inline_slo_issues(scenario: Scenario) -> Iterator[Issue]:

@@ -10,6 +10,7 @@ HarnessError
 ├── BackendError         the target could not be provisioned or reached
 │   ├── EngineUnavailable  no Docker API answers where DOCKER_HOST points
 │   └── EngineBroken       the engine answers but cannot run a container
+├── ScrapeError          a metrics endpoint gave no Prometheus text (its series have no value)
 └── ReportError          a directory is not a run directory, or its journal cannot be read
 """
 
@@ -58,3 +59,8 @@ class EngineBroken(BackendError):
 
 class ReportError(HarnessError):
     """A directory is not a run directory, or its journal cannot be read."""
+
+
+class ScrapeError(HarnessError):
+    """A metrics endpoint did not answer with Prometheus text; the scrape notes it and the
+    series it feeds have no value there (never raised out of a run)."""

@@ -21,6 +21,7 @@ class EventType(StrEnum):
     FAULT_FAILED = "fault_failed"  # an apply or a revert failed
     BURST = "burst"  # an extra burst of traffic started or ended
     REQUEST = "request"  # one finished request (a load record)
+    METRICS = "metrics"  # one scrape of the service's own metrics: each series' value
     SERVICE_EVENT = "service_event"  # from the gateway / supervisor: restarts, breaker, rollback
     ABORT = "abort"  # an abort condition held: the experiment stops early
     LOAD_FINISHED = "load_finished"  # with the generator's health

@@ -14,8 +14,9 @@ count from the load's start (t = 0): what the stack said while starting is not a
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import statistics
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -29,8 +30,10 @@ from ._scenario import (
     EventExpectation,
     ExpectSpec,
     FallbackShare,
+    MetricExpectation,
     Recovery,
     SLOMet,
+    Stat,
     StatusShare,
 )
 from ._verdict import Evidence, Judgement, Outcome, run_consumed
@@ -219,6 +222,20 @@ def first_failure(records: Sequence[Request], applied: float) -> float | None:
     return min(times) - applied if times else None
 
 
+def statistic(values: Iterable[float], stat: Stat) -> float | None:
+    """The one definition of a series' statistic over its samples (None: no sample)."""
+    found = list(values)
+    if not found:
+        return None
+    if stat is Stat.MAX:
+        return max(found)
+    if stat is Stat.MIN:
+        return min(found)
+    if stat is Stat.MEAN:
+        return statistics.fmean(found)
+    return found[-1]
+
+
 def _in(records: Sequence[Request], start: float, end: float) -> list[Request]:
     return [r for r in records if start <= r.scheduled < end]
 
@@ -232,6 +249,8 @@ class Facts:
     events: Sequence[dict[str, Any]]
     evaluations: dict[str, Evaluation]
     load_end: float
+    metrics: Mapping[str, Sequence[tuple[float, float | None]]] = field(default_factory=dict)
+    """Each scraped series: (run time, value or None) per scrape during the load."""
 
     @property
     def run_events(self) -> list[dict[str, Any]]:
@@ -383,6 +402,32 @@ def _status_share(spec: StatusShare, facts: Facts) -> Outcome:
     return judge.of(met, share, _requests(len(pool)))
 
 
+def _metric(spec: MetricExpectation, facts: Facts) -> Outcome:
+    where = ""
+    start, end = 0.0, float("inf")
+    if spec.during is not None or spec.after is not None:
+        fault = spec.during or spec.after or ""
+        window = facts.window(fault)
+        where = f" during {fault}" if spec.during else f" after {fault}"
+    text = f"{spec.stat.value} of {spec.series}{where} {spec.bounds_text()}"
+    judge = _Judge(spec, text, spec.at_most if spec.at_most is not None else spec.at_least)
+    if where:
+        if window.applied is None:
+            return judge.no_data(Evidence(count=0, unit="samples"), f"{fault} never applied")
+        if spec.during is not None:
+            start, end = window.applied, window.reverted or window.applied
+        else:
+            start = window.end or window.applied
+    scrapes = [(t, v) for t, v in facts.metrics.get(spec.series, []) if start <= t < end]
+    values = [v for _, v in scrapes if v is not None]
+    evidence = Evidence(count=len(values), unit="samples")
+    measured = statistic(values, spec.stat)
+    if measured is None:
+        return judge.no_data(evidence, f"no sample among {len(scrapes)} scrapes in the window")
+    detail = f"{len(values)} samples of {len(scrapes)} scrapes from {start:.2f}s"
+    return judge.of(spec.holds(measured), measured, evidence, detail)
+
+
 _CHECKS: dict[type, Callable[[Any, Facts], Outcome]] = {
     SLOMet: _slo_met,
     BudgetCeiling: _budget_ceiling,
@@ -391,4 +436,5 @@ _CHECKS: dict[type, Callable[[Any, Facts], Outcome]] = {
     CanaryRollback: _canary_rollback,
     EventExpectation: _event_expectation,
     StatusShare: _status_share,
+    MetricExpectation: _metric,
 }

@@ -46,6 +46,7 @@ class RunData:
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
     service_events: list[dict[str, Any]] = field(default_factory=list)
+    scrapes: list[dict[str, Any]] = field(default_factory=list)  # the service's metrics
     abort: dict[str, Any] | None = None
     generator: GeneratorHealth | None = None
     verdict: Verdict | None = None
@@ -118,6 +119,8 @@ def load_run(run_dir: Path) -> RunData:
                 fault["reverted"] = event.get("t")
         elif kind == "service_event":
             data.service_events.append(dict(event.get("event") or {}))
+        elif kind == "metrics" and event.get("t") is not None:
+            data.scrapes.append(event)
         elif kind == "abort":
             data.abort = {"reason": event.get("reason"), "t": event.get("t")}
         elif kind == "load_finished" and event.get("generator"):
@@ -372,7 +375,54 @@ def _charts(data: RunData) -> str:
                               series=remaining, ident="budget", **common))  # fmt: skip
         out.append(line_chart(title=f"Burn rate per {resolution:g} s", unit="×", series=burn,
                               ident="burn", **common))  # fmt: skip
+    out += _metric_charts(data, resolution, count, common)
     return "\n".join(out)
+
+
+def _charted(data: RunData) -> list[tuple[str, str]]:
+    """The scraped series the report draws, with what each reads (name, description)."""
+    if data.verdict is not None:
+        return [(m.name, f"{m.metric} ({m.read})") for m in data.verdict.metrics if m.chart]
+    names: dict[str, None] = {}
+    for scrape in data.scrapes:  # an incomplete run: every series it scraped
+        names.update(dict.fromkeys(scrape.get("values") or {}))
+    return [(n, "") for n in names]
+
+
+def _metric_charts(
+    data: RunData, resolution: float, count: int, common: dict[str, Any]
+) -> list[str]:
+    """One chart per scraped series: the mean of its samples in each bin (a gap: none)."""
+    out = []
+    for i, (name, what) in enumerate(_charted(data)):
+        bins: list[list[float]] = [[] for _ in range(count)]
+        for scrape in data.scrapes:
+            value = (scrape.get("values") or {}).get(name)
+            index = int(float(scrape["t"]) // resolution)
+            if value is not None and 0 <= index < count:
+                bins[index].append(float(value))
+        values = [sum(b) / len(b) if b else None for b in bins]
+        title = f"{name}: {what}" if what else name
+        out.append(line_chart(title=f"Service metric {title}", unit="", ident=f"metric-{i}",
+                              series=[Series(name, values, f"s{i % 6}")], **common))  # fmt: skip
+    return out
+
+
+def _metrics_table(data: RunData) -> str:
+    summaries = data.verdict.metrics if data.verdict else []
+    if not summaries:
+        return ""
+    rows = [
+        [escape(m.name), escape(m.metric), escape(m.read), str(m.samples), str(m.missing),
+         _num(m.min), _num(m.mean), _num(m.max), _num(m.last), escape("; ".join(m.problems))]
+        for m in summaries
+    ]  # fmt: skip
+    table = _table(
+        ["series", "metric", "read", "samples", "missing", "min", "mean", "max", "last",
+         "why missing"],
+        rows, {3, 4, 5, 6, 7, 8},
+    )  # fmt: skip
+    return f"<h2>Service metrics</h2>{table}"
 
 
 def _table(head: list[str], rows: Iterable[list[str]], numeric: set[int] | None = None) -> str:
@@ -579,6 +629,7 @@ def render_page(data: RunData) -> str:
 <h2>SLOs</h2>{_slo_table(data)}
 <h2>Faults</h2>{_faults_table(data)}
 <h2>Service events</h2>{_events_table(data)}
+{_metrics_table(data)}
 <h2>Load generator</h2>{_generator(data)}
 <h2>Scenario</h2><pre>{escape(str(data.started.get("text", "")))}</pre>
 <h2>Environment</h2>{_environment(data)}

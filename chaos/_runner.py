@@ -56,12 +56,16 @@ from ._scenario import (
     ErrorRatioAbort,
     FaultSpec,
     HttpProbe,
+    MetricAbort,
+    MetricProbe,
     Phase,
     ProbeAbort,
     ProbeSpec,
+    Reading,
     Recovery,
     SliProbe,
 )
+from ._scrape import Scrape, Scraper, endpoints_of, scrape_event, summarise
 from ._shapes import Constant, schedule
 from ._verdict import (
     Abort,
@@ -160,6 +164,7 @@ class _State:
     applied: list[_Applied] = field(default_factory=list)
     probes: dict[str, list[ProbeResult]] = field(default_factory=dict)
     probe_streak: Counter[str] = field(default_factory=Counter)
+    scrapes: list[Scrape] = field(default_factory=list)  # the service's metrics, during the load
     abort: Abort | None = None
     errors: list[str] = field(default_factory=list)
     health: GeneratorHealth | None = None
@@ -193,6 +198,8 @@ class Runner:
         self.state = _State()
         self._next_index = 0
         self._generators: list[LoadGenerator] = []  # the main load's and every burst's
+        self._scraper: Scraper | None = None
+        self._load_running = False  # the timeline is on: probes read scrapes, not make them
         self._interruptible = True  # False once the final revert and stop have begun
         self._signalled: str | None = None  # the first SIGINT/SIGTERM, whatever became of it
         self._late_signals: list[str] = []
@@ -310,6 +317,21 @@ class Runner:
                       "reverting and stopping: every revert still ran")  # fmt: skip
 
     def _experiment(self, target: Target) -> None:
+        metrics = self.scenario.metrics
+        if metrics is None:
+            self._run_experiment(target)
+            return
+        try:
+            endpoints = endpoints_of(metrics, target, self.scenario.service)
+        except ValueError as exc:  # the API key's variable, gone since the pre-flight
+            raise HarnessError(str(exc)) from exc
+        self._scraper = Scraper(metrics, endpoints)
+        try:
+            self._run_experiment(target)
+        finally:
+            self._scraper.close()
+
+    def _run_experiment(self, target: Target) -> None:
         before = self._probe_phase(target, Phase.BEFORE, settle=self.settings.settle)
         if not before:
             self.state.before_ok = False
@@ -337,9 +359,11 @@ class Runner:
         self.state.t0, self.state.t0_wall = generator.start_monotonic, generator.start_wall
         self.emit(EventType.LOAD_STARTED, t=0.0, scheduled=len(times), duration=load.duration)
         bursts: list[_LoadThread] = []
+        self._load_running = True
         try:
             self._timeline(target, main, bursts)
         finally:
+            self._load_running = False
             for thread in (main, *bursts):
                 thread.stop.set()
             for thread in (main, *bursts):
@@ -373,8 +397,9 @@ class Runner:
         actions.sort(key=lambda a: (a[0], a[1]))
         probes = [p for p in self.scenario.steady_state.probes if Phase.DURING in p.when]
         interval = self.scenario.steady_state.interval
-        next_probe = 0.0
+        next_probe = next_scrape = 0.0
         pending: dict[str, concurrent.futures.Future[ProbeResult]] = {}
+        scraping: concurrent.futures.Future[Scrape] | None = None
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
             # Until the load's duration is over, not only while requests are out: a fault due
             # after the last arrival still applies (and is judged) rather than silently not.
@@ -394,13 +419,22 @@ class Runner:
                     for probe in probes:
                         if probe.name not in pending:
                             pending[probe.name] = pool.submit(self._probe, target, probe)
+                if scraping is not None and scraping.done():
+                    self._record_scrape(scraping.result())
+                    scraping = None
+                if self._scraper is not None and now >= next_scrape and scraping is None:
+                    # On the interval's grid: a slow scrape delays the next, never shifts all.
+                    interval = self._scraper.metrics.interval
+                    next_scrape = max(next_scrape + interval, now)
+                    scraping = pool.submit(self._scraper.scrape, now)
                 for name, future in list(pending.items()):
                     if future.done():
                         del pending[name]
                         self._record_probe(Phase.DURING, future.result())
                 self._poll_events(target)
                 self._check_abort()
-                wait = min([_TICK, *(a[0] - now for a in actions[:1])])
+                soon = [a[0] for a in actions[:1]] + ([next_scrape] if self._scraper else [])
+                wait = min([_TICK, *(t - now for t in soon)])
                 if self._stop.wait(max(0.0, wait)):
                     break
 
@@ -542,7 +576,58 @@ class Runner:
     def _probe(self, target: Target, probe: ProbeSpec) -> ProbeResult:
         if isinstance(probe, SliProbe):
             return self._sli_probe(probe)
+        if isinstance(probe, MetricProbe):
+            return self._metric_probe(probe)
         return _http_probe(target, probe)
+
+    def _metric_probe(self, probe: MetricProbe) -> ProbeResult:
+        """During the load, the latest scrape (none for two intervals and a timeout: no value,
+        not ok); before and after it, a fresh one (two, an interval apart, for a rate)."""
+        scraper = self._scraper
+        if scraper is None:  # pragma: no cover - the model refuses a series without `metrics`
+            raise HarnessError(f"probe {probe.name}: the scenario scrapes no metrics")
+        interval = scraper.metrics.interval
+        now = self.now()
+        latest = None
+        if self._load_running:
+            with self._lock:
+                latest = self.state.scrapes[-1] if self.state.scrapes else None
+            stale = 2 * interval + scraper.metrics.timeout
+            if latest is not None and (now is None or latest.t is None or now - latest.t > stale):
+                latest = None
+            if latest is None and (now or 0.0) < stale and not self.state.scrapes:
+                # The first scrape of the load is still under way: nothing to judge yet.
+                return ProbeResult(probe=probe.name, ok=True, detail="no scrape yet")
+            if latest is None:
+                return ProbeResult(probe=probe.name, ok=False,
+                                   detail=f"no scrape in the last {stale:g}s")  # fmt: skip
+        else:
+            latest = scraper.scrape(now)
+            series = scraper.metrics.series_named(probe.series)
+            if (
+                latest.values.get(probe.series) is None
+                and series
+                and series.read is not Reading.VALUE
+            ):
+                self._stop.wait(interval)
+                latest = scraper.scrape(self.now())
+        value = latest.values.get(probe.series)
+        if value is None:
+            why = latest.problems.get(probe.series, "no value")
+            return ProbeResult(probe=probe.name, ok=False, detail=f"{probe.series}: {why}")
+        bound = probe.at_most if probe.at_most is not None else probe.at_least
+        return ProbeResult(
+            probe=probe.name,
+            ok=probe.holds(value),
+            value=value,
+            bound=bound,
+            detail=f"{probe.series} = {value:g}, expected {probe.bounds_text()}",
+        )
+
+    def _record_scrape(self, scrape: Scrape) -> None:
+        with self._lock:
+            self.state.scrapes.append(scrape)
+        self.emit(EventType.METRICS, t=scrape.t, **scrape_event(scrape))
 
     def _sli_probe(self, probe: SliProbe) -> ProbeResult:
         slo = self.slos[probe.slo]
@@ -635,6 +720,19 @@ class Runner:
                         f"error ratio {ratio:.1%} over the last {rule.window:g}s "
                         f"> {rule.above:.1%} ({len(overdue)} unanswered for over {bound:g}s)"
                     )
+            elif isinstance(rule, MetricAbort):
+                with self._lock:
+                    last = self.state.scrapes[-rule.samples :]
+                values = [s.values.get(rule.series) for s in last]
+                if len(values) == rule.samples and all(
+                    v is not None and rule.beyond(v) for v in values
+                ):
+                    bounds = [f"> {rule.above:g}" if rule.above is not None else "",
+                              f"< {rule.below:g}" if rule.below is not None else ""]  # fmt: skip
+                    reason = (
+                        f"{rule.series} {' or '.join(b for b in bounds if b)} for "
+                        f"{rule.samples} scrapes in a row (last {values[-1]:g})"
+                    )
             elif isinstance(rule, BurnRateAbort):
                 recent = self._slo_window(self.slos[rule.slo], now, rule.window)
                 if len(recent) < rule.min_requests:
@@ -686,7 +784,11 @@ class Runner:
             }
         outcomes: list[Outcome] = []
         if st.ran_load and records:
-            facts = Facts(records, st.windows, st.events, evaluations, load_end)
+            series = {
+                name: [(s.t, s.values.get(name)) for s in st.scrapes if s.t is not None]
+                for name in (m.name for m in self.scenario.metrics.series)
+            } if self.scenario.metrics else {}  # fmt: skip
+            facts = Facts(records, st.windows, st.events, evaluations, load_end, series)
             outcomes = [check(spec, facts) for spec in self.scenario.expect]
         faults = []
         for name, spec in zip(self.scenario.fault_names(), self.scenario.faults, strict=True):
@@ -769,6 +871,9 @@ class Runner:
             ),
             generator=st.health,
             service_events=dict(Counter(str(e.get("kind")) for e in st.events)),
+            metrics=[summarise(m, st.scrapes) for m in self.scenario.metrics.series]
+            if self.scenario.metrics
+            else [],
         )
 
 

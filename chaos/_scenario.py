@@ -612,6 +612,111 @@ FaultSpec = Annotated[
     Field(discriminator="kind"),
 ]
 
+# -- the service's own metrics ---------------------------------------------------------------
+
+_METRIC = r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$"
+_LABEL = r"^[a-zA-Z_][a-zA-Z0-9_]{0,99}$"
+
+
+class MetricSource(_Strict):
+    """Where Prometheus text is scraped from: a path on the service's own address (not through
+    the client hop, so a partition there does not blind the scrape), each replica of a pool
+    of the reference stack, or an absolute URL."""
+
+    name: Name = Field(description="how series and the report name this source")
+    path: str = Field(
+        default="/metrics",
+        pattern=r"^/[^\s]*$",
+        description="the path scraped on the service (or on each replica)",
+    )
+    replicas: Pool | None = Field(
+        default=None, description="scrape each replica of this pool instead of the service"
+    )
+    url: str | None = Field(
+        default=None, description="an absolute http(s) URL to scrape instead of the service"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> MetricSource:
+        if self.url is not None and (self.replicas is not None or "path" in self.model_fields_set):
+            raise ValueError("give `url`, or `path` and/or `replicas`, not both")
+        return self
+
+
+class Reading(StrEnum):
+    """What a series reads from the matching samples of each scrape."""
+
+    VALUE = "value"  # the sample's value (a gauge, or a counter's running total)
+    RATE = "rate"  # a counter's increase per second since the previous scrape (resets allowed)
+    MEAN = "mean"  # a histogram's or summary's mean observation since the previous scrape
+
+
+class Aggregate(StrEnum):
+    SUM = "sum"
+    MAX = "max"
+    MIN = "min"
+    MEAN = "mean"
+
+
+class MetricSeries(_Strict):
+    """One figure from the scraped metrics, sampled every interval on the run's time axis."""
+
+    name: Name = Field(description="how probes, aborts, expectations and the report name it")
+    metric: str = Field(
+        pattern=_METRIC,
+        description="the metric as exposed, e.g. `vllm:num_requests_waiting`; a counter may be "
+        "named with or without `_total`, a histogram by its base name (`read: mean`)",
+    )
+    labels: dict[Annotated[str, Field(pattern=_LABEL)], Annotated[str, Field(max_length=256)]] = (
+        Field(default_factory=dict, description="labels a sample must carry (others may differ)")
+    )
+    source: str | None = Field(default=None, description="a source's name; default: every source")
+    read: Reading = Field(
+        default=Reading.VALUE,
+        description="`value`, `rate` (a counter's increase per second between scrapes) or "
+        "`mean` (a histogram's mean observation between scrapes)",
+    )
+    aggregate: Aggregate | None = Field(
+        default=None,
+        description="how matching samples (labels, replicas) combine: sum (default), max, min, "
+        "mean; `read: mean` pools them (Δsum / Δcount) and takes none",
+    )
+    chart: bool = Field(default=True, description="draw it in the report")
+
+    @model_validator(mode="after")
+    def _pooled_mean(self) -> MetricSeries:
+        if self.read is Reading.MEAN and self.aggregate is not None:
+            raise ValueError("`read: mean` pools every matching sample (Δsum / Δcount): "
+                             "leave `aggregate` out")  # fmt: skip
+        return self
+
+    @property
+    def combine(self) -> Aggregate:
+        return self.aggregate or Aggregate.SUM
+
+
+class Metrics(_Strict):
+    """The service's own Prometheus metrics, scraped while the run goes."""
+
+    interval: Duration = Field(default=1.0, ge=0.1, le=60, description="time between scrapes")
+    timeout: Duration = Field(default=2.0, gt=0, le=30, description="for each scrape")
+    sources: list[MetricSource] = Field(
+        default_factory=lambda: [MetricSource(name="service")],
+        min_length=1,
+        max_length=16,
+        description="default: the service's `/metrics`",
+    )
+    series: list[MetricSeries] = Field(min_length=1, max_length=64)
+
+    def series_named(self, name: str) -> MetricSeries | None:
+        return next((s for s in self.series if s.name == name), None)
+
+
 # -- steady state, abort ---------------------------------------------------------------------
 
 
@@ -655,7 +760,38 @@ class SliProbe(_Strict):
     when: list[Phase] = Field(default_factory=lambda: [Phase.DURING])
 
 
-ProbeSpec = Annotated[HttpProbe | SliProbe, Field(discriminator="kind")]
+class _Bounds(_Strict):
+    at_most: Number | None = None
+    at_least: Number | None = None
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> _Bounds:
+        if self.at_most is None and self.at_least is None:
+            raise ValueError("give `at_most`, `at_least` or both")
+        return self
+
+    def holds(self, value: float) -> bool:
+        return (self.at_most is None or value <= self.at_most) and (
+            self.at_least is None or value >= self.at_least
+        )
+
+    def bounds_text(self) -> str:
+        parts = [f"≤ {self.at_most:g}" if self.at_most is not None else "",
+                 f"≥ {self.at_least:g}" if self.at_least is not None else ""]  # fmt: skip
+        return " and ".join(p for p in parts if p)
+
+
+class MetricProbe(_Bounds):
+    """A series of the scraped metrics within bounds: during the run its latest sample, before
+    and after a fresh scrape."""
+
+    kind: Literal["metric"]
+    name: Name
+    series: str = Field(description="a series of `metrics`")
+    when: list[Phase] = Field(default_factory=lambda: [Phase.DURING])
+
+
+ProbeSpec = Annotated[HttpProbe | SliProbe | MetricProbe, Field(discriminator="kind")]
 
 
 class SteadyState(_Strict):
@@ -690,7 +826,31 @@ class ProbeAbort(_Strict):
     failures: Int = Field(default=3, ge=1, description="consecutive failures during the run")
 
 
-AbortSpec = Annotated[BurnRateAbort | ErrorRatioAbort | ProbeAbort, Field(discriminator="kind")]
+class MetricAbort(_Strict):
+    """Stop when a series of the scraped metrics is beyond a bound for ``samples`` scrapes in
+    a row (a scrape without a value breaks the row: nothing is judged on no data)."""
+
+    kind: Literal["metric"]
+    series: str = Field(description="a series of `metrics`")
+    above: Number | None = None
+    below: Number | None = None
+    samples: Int = Field(default=3, ge=1, le=1000, description="consecutive samples beyond it")
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> MetricAbort:
+        if self.above is None and self.below is None:
+            raise ValueError("give `above`, `below` or both")
+        return self
+
+    def beyond(self, value: float) -> bool:
+        return (self.above is not None and value > self.above) or (
+            self.below is not None and value < self.below
+        )
+
+
+AbortSpec = Annotated[
+    BurnRateAbort | ErrorRatioAbort | ProbeAbort | MetricAbort, Field(discriminator="kind")
+]
 
 # -- SLOs and expectations -------------------------------------------------------------------
 
@@ -781,6 +941,31 @@ class StatusShare(_Expectation):
     during: str | None = Field(default=None, description="only in this fault's window")
 
 
+class Stat(StrEnum):
+    MAX = "max"
+    MIN = "min"
+    MEAN = "mean"
+    LAST = "last"
+
+
+class MetricExpectation(_Expectation, _Bounds):
+    """A statistic of a series of the scraped metrics, over the load or a fault's window."""
+
+    kind: Literal["metric"]
+    series: str = Field(description="a series of `metrics`")
+    stat: Stat = Field(default=Stat.MAX, description="max, min, mean or last of the samples")
+    during: str | None = Field(default=None, description="only samples in this fault's window")
+    after: str | None = Field(
+        default=None, description="only samples from this fault's end to the load's end"
+    )
+
+    @model_validator(mode="after")
+    def _one_window(self) -> MetricExpectation:
+        if self.during is not None and self.after is not None:
+            raise ValueError("give `during` or `after`, not both")
+        return self
+
+
 ExpectSpec = Annotated[
     SLOMet
     | BudgetCeiling
@@ -788,7 +973,8 @@ ExpectSpec = Annotated[
     | FallbackShare
     | CanaryRollback
     | EventExpectation
-    | StatusShare,
+    | StatusShare
+    | MetricExpectation,
     Field(discriminator="kind"),
 ]
 
@@ -806,6 +992,9 @@ class Scenario(_Strict):
     faults: list[FaultSpec] = Field(default_factory=list)
     abort: list[AbortSpec] = Field(default_factory=list)
     slos: list[SLOEntry] = Field(default_factory=list)
+    metrics: Metrics | None = Field(
+        default=None, description="the service's own Prometheus metrics, scraped during the run"
+    )
     expect: list[ExpectSpec] = Field(default_factory=list)
 
     @field_validator("url")
@@ -846,6 +1035,10 @@ class Scenario(_Strict):
             if isinstance(fault, ToxicFault | PartitionFault) and fault.hop != "client":
                 why = "the url backend has only the `client` hop"
                 return Issue(("faults", index, "hop"), f"fault {name!r}: {why}")
+        for index, source in enumerate(self.metrics.sources if self.metrics else []):
+            if backend is Backend.URL and source.replicas is not None:
+                why = "the url backend has no replicas to scrape: give a `path` or `url`"
+                return Issue(("metrics", "sources", index, "replicas"), why)
         return None
 
     def unsupported_by(self, backend: Backend) -> str | None:

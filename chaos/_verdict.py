@@ -192,6 +192,24 @@ class FaultResult(_Model):
     first_failure_s: float | None
 
 
+class MetricSummary(_Model):
+    """One series of the service's scraped metrics over the load: how many scrapes gave it a
+    value (``samples``) and how many none (``missing``, with the first reasons why), and its
+    statistics over the samples (None without one)."""
+
+    name: str
+    metric: str
+    read: str
+    samples: int
+    missing: int
+    min: float | None
+    mean: float | None
+    max: float | None
+    last: float | None
+    problems: list[str] = []
+    chart: bool = True
+
+
 class RequestCounts(_Model):
     total: int = 0
     ok: int = 0
@@ -226,6 +244,7 @@ class Verdict(_Model):
     requests: RequestCounts = RequestCounts()
     generator: GeneratorHealth | None = None
     service_events: dict[str, int] = {}
+    metrics: list[MetricSummary] = []
 
     @property
     def passed(self) -> bool:

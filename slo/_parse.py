@@ -187,20 +187,26 @@ def _locate(root: yaml.Node, loc: Loc) -> tuple[int, str]:
     Parts that match nothing in the document are discriminated-union tags that pydantic adds
     (``sli.latency.threshold``) and are dropped, except a last one under a mapping: a missing
     field. A tag that is also a key (``toxic`` in ``{kind: toxic, toxic: latency}``) is told
-    apart by :func:`_is_tag`.
+    apart by :func:`_is_tag`; a tag that ends the path is a member's own validator speaking of
+    the entry as a whole (``abort[0]``).
     """
     node: yaml.Node | None = root
     line = root.start_mark.line + 1
     parts: list[str | int] = []
+    tagged = False  # a tag of the current node was dropped already
     for index, part in enumerate(loc):
         last = index == len(loc) - 1
         child = _child(node, part)
         if not last and _is_tag(node, part, child, loc[index + 1]):
+            tagged = True
             continue
+        if last and not tagged and child is None and _is_tag(node, part, None, ""):
+            break  # the member's own validator: the problem is the entry as a whole
         if child is not None:
             key_line, node = child
             line = key_line
             parts.append(part)
+            tagged = False
         elif isinstance(part, int) or node is None or (last and isinstance(node, yaml.MappingNode)):
             parts.append(part)
             node = None

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,12 +23,24 @@ class Service:
         self.failing = False
         self.ready = True
         self.hanging = False  # answers wait while set (and go out once it is cleared)
+        # Its own metrics, as a model server exposes them: the queue is 7 deep while failing.
+        self.registry = CollectorRegistry()
+        self.queue = Gauge("scripted_queue_depth", "Requests waiting", registry=self.registry)
+        self.requests = Counter(
+            "scripted_requests", "Generate requests", ["outcome"], registry=self.registry
+        )
+        self.batch = Histogram(
+            "scripted_batch_size", "Requests per batch", buckets=(1, 2, 4, 8),
+            registry=self.registry,
+        )  # fmt: skip
 
     async def generate(self, _request: Request) -> Response:
         # Polled: the switch is flipped from the test's thread, and an asyncio.Event belongs
         # to the server's loop in its own thread.
         while self.hanging:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        self.requests.labels(outcome="failed" if self.failing else "ok").inc()
+        self.batch.observe(4 if self.failing else 1)
         if self.failing:
             return JSONResponse({"error": {"type": "worker_failed"}}, status_code=503)
         return JSONResponse(
@@ -40,6 +53,10 @@ class Service:
     async def healthz(self, _request: Request) -> Response:
         return JSONResponse({"alive": True})
 
+    async def metrics(self, _request: Request) -> Response:
+        self.queue.set(7 if self.failing else 0)
+        return Response(generate_latest(self.registry), media_type="text/plain; version=0.0.4")
+
 
 @contextmanager
 def serve(service: Service) -> Iterator[str]:
@@ -49,6 +66,7 @@ def serve(service: Service) -> Iterator[str]:
             Route("/v1/generate", service.generate, methods=["POST"]),
             Route("/readyz", service.readyz),
             Route("/healthz", service.healthz),
+            Route("/metrics", service.metrics),
         ]
     )
     sock = socket.socket()

@@ -25,6 +25,7 @@ from chaos._scenario import (
     CanaryRollback,
     EventExpectation,
     FallbackShare,
+    MetricExpectation,
     Recovery,
     SLOMet,
     StatusShare,
@@ -288,3 +289,32 @@ def test_a_hang_alerts_on_unanswered_requests_past_the_threshold() -> None:
     hung = [LoadRecord(index=i, scheduled=5 + i / 10, sent=5 + i / 10) for i in range(50)]
     alert = time_to_alert(every(0, 5) + hung, fast, rule, started=5.0, end=10.0, timeout=10.0)
     assert alert is not None and 0.5 < alert < 2.0
+
+
+def test_a_metric_statistic_over_the_load_a_window_and_after_it() -> None:
+    # A queue scraped every 0.5 s: 0 before the fault, 6 and 9 in it, back to 1 and 0 after.
+    queue = [(0.0, 0.0), (0.5, 0.0), (1.0, 6.0), (1.5, None), (2.0, 9.0), (2.5, 1.0), (3.0, 0.0)]
+    known = Facts([], {"slow": Window(1.0, 2.5)}, [], {}, 3.5, {"queue": queue})
+
+    def judge(**spec: Any) -> Any:
+        return check(MetricExpectation.model_validate({"kind": "metric", "series": "queue",
+                                                       **spec}), known)  # fmt: skip
+
+    peak = judge(at_most=8, during="slow")
+    assert (peak.judgement, peak.measured, peak.bound) == (Judgement.NOT_MET, 9.0, 8.0)
+    assert str(peak.evidence) == "2 samples"  # the scrape without a value is not one
+    assert peak.detail == "2 samples of 3 scrapes from 1.00s"
+    after = judge(stat="last", at_most=0, after="slow")
+    assert after.passed and after.measured == 0.0 and after.evidence.count == 2
+    mean = judge(stat="mean", at_least=2, at_most=3)
+    assert mean.passed and mean.measured == pytest.approx(16 / 6)
+    assert judge(stat="min", at_least=0).description == "min of queue ≥ 0"
+    never = check(MetricExpectation.model_validate(
+        {"kind": "metric", "series": "queue", "at_most": 1, "during": "slow"}
+    ), Facts([], {}, [], {}, 3.5, {"queue": queue}))  # fmt: skip
+    assert never.judgement is Judgement.NO_DATA and not never.passed
+    assert never.detail == "slow never applied"
+    empty = check(MetricExpectation.model_validate(
+        {"kind": "metric", "series": "queue", "at_most": 1, "allow_no_data": True}
+    ), Facts([], {}, [], {}, 3.5, {"queue": [(0.0, None)]}))  # fmt: skip
+    assert empty.judgement is Judgement.NO_DATA and empty.passed

@@ -24,6 +24,9 @@ AVAILABILITY = ROOT / "slo" / "examples" / "availability.yaml"
 HEAD = "name: t\nload:\n  rate: 2/s\n  duration: 10s\n"  # 4 lines: what a case adds is line 5+
 
 
+METRICS = "metrics:\n  series:\n    - {name: queue, metric: model_queue_depth}\n"  # lines 5-7
+
+
 def _bomb(levels: int) -> str:
     lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     for level in range(1, levels):
@@ -336,6 +339,56 @@ CASES: dict[str, tuple[str, str, str]] = {
         "no SLO named 'nope'",
     ),
     "an undefined alias": (HEAD + "description: *nope\n", ":5: ", "undefined alias 'nope'"),
+    # the service's metrics
+    "a reference to a series without metrics": (
+        HEAD + "abort:\n  - {kind: metric, series: queue, above: 3}\n",
+        ":6: abort[0].series: ",
+        "no series named 'queue' (the scenario has no `metrics`)",
+    ),
+    "a reference to a series": (
+        HEAD + METRICS + "expect:\n  - {kind: metric, series: qeue, at_most: 3}\n",
+        ":9: expect[0].series: ",
+        "no series named 'qeue' (series: ['queue'])",
+    ),
+    "a probe of a series with no bound": (
+        HEAD + METRICS + "steady_state:\n  probes:\n    - {kind: metric, name: q, series: queue}\n",
+        ":10: steady_state.probes[0]: ",
+        "give `at_most`, `at_least` or both",
+    ),
+    "a series of an unknown source": (
+        HEAD + "metrics:\n  series:\n    - {name: q, metric: q, source: workers}\n",
+        ":7: metrics.series[0].source: ",
+        "no source named 'workers' (sources: ['service'])",
+    ),
+    "a metric name Prometheus cannot have": (
+        HEAD + "metrics:\n  series:\n    - {name: q, metric: 'queue depth'}\n",
+        ":7: metrics.series[0].metric: ",
+        "String should match pattern",
+    ),
+    "a pooled mean with an aggregate": (
+        HEAD + "metrics:\n  series:\n    - {name: b, metric: batch, read: mean, aggregate: max}\n",
+        ":7: metrics.series[0]: ",
+        "leave `aggregate` out",
+    ),
+    "a source at a url and a path": (
+        HEAD + "metrics:\n  sources:\n    - {name: s, url: 'http://127.0.0.1:9/m', path: /m}\n"
+        "  series: [{name: q, metric: q}]\n",
+        ":7: metrics.sources[0]: ",
+        "give `url`, or `path` and/or `replicas`, not both",
+    ),
+    "replicas to scrape on the url backend": (
+        HEAD + "backend: url\nurl: http://127.0.0.1:9\nmetrics:\n  sources:\n"
+        "    - {name: w, replicas: primary}\n  series: [{name: q, metric: q}]\n",
+        ":9: metrics.sources[0].replicas: ",
+        "the url backend has no replicas to scrape",
+    ),
+    "a metric expectation during a fault without a window": (
+        HEAD + METRICS + "faults:\n  - {name: kill, kind: process, signal: kill, at: 1s, "
+        "target: {gateway: true}}\nexpect:\n  - {kind: metric, series: queue, at_most: 1, "
+        "during: kill}\n",
+        ":11: expect[0].during: ",
+        "fault 'kill' has no duration: give `after`, or a duration",
+    ),
 }
 
 

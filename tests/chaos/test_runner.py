@@ -410,3 +410,82 @@ def test_the_run_loop_writes_nothing_itself_its_observers_do(
     names = sorted(p.name for p in recorded.run_dir.iterdir())
     assert names == ["index.html", "journal.jsonl", "verdict.json"]
     assert recorded.report == recorded.run_dir / "index.html"
+
+
+METRICS = """\
+metrics:
+  interval: 0.25s
+  series:
+    - {name: queue, metric: scripted_queue_depth}
+    - {name: rps, metric: scripted_requests, read: rate}
+    - {name: failing_rps, metric: scripted_requests_total, labels: {outcome: failed}, read: rate}
+    - {name: batch, metric: scripted_batch_size, read: mean}
+    - {name: absent, metric: scripted_no_such_metric, chart: false}
+"""
+
+
+def test_the_services_metrics_are_scraped_journaled_judged_and_charted(harness: Harness) -> None:
+    result = harness.run(
+        SCENARIO.replace("steady_state:\n  probes:\n", "steady_state:\n  probes:\n"
+                         "    - {name: calm, kind: metric, series: queue, at_most: 0, "
+                         "when: [before, after]}\n"
+                         "    - {name: flowing, kind: metric, series: rps, at_least: 1}\n")
+        + METRICS
+        + """\
+expect:
+  - {kind: metric, series: queue, at_least: 7, during: outage}
+  - {kind: metric, series: queue, at_most: 0, after: outage}
+  - {kind: metric, series: batch, at_least: 3.5, during: outage}
+  - {kind: metric, series: failing_rps, stat: mean, at_least: 10, during: outage}
+  - {kind: metric, series: rps, stat: mean, at_least: 12, at_most: 28}
+  - {kind: metric, series: absent, at_most: 1, allow_no_data: true}
+"""
+    )  # fmt: skip
+    verdict = result.verdict
+    assert result.exit_code == 0, verdict
+    outcomes = verdict.expectations
+    assert [o.judgement.value for o in outcomes] == ["met"] * 5 + ["no data"]
+    assert outcomes[0].measured == 7.0 and outcomes[1].measured == 0.0
+    assert outcomes[0].evidence.unit == "samples" and outcomes[0].evidence.count >= 2
+    assert outcomes[5].detail.startswith("no sample among")
+    # Every scrape of the load is journaled on the run's clock, about every 0.25 s.
+    scrapes = [e for e in read_journal(result.run_dir) if e["type"] == "metrics"]
+    times = [e["t"] for e in scrapes]
+    assert len(times) >= 12 and times == sorted(times) and times[0] >= 0
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
+    assert gaps[len(gaps) // 2] == pytest.approx(0.25, abs=0.06)
+    # A rate from the second scrape on (the probe's before the load may be the first).
+    assert all(e["values"]["rps"] is not None for e in scrapes[1:])
+    summary = {m.name: m for m in verdict.metrics}
+    assert summary["queue"].samples == len(scrapes) and summary["queue"].max == 7.0
+    assert summary["absent"].samples == 0
+    assert summary["absent"].problems == ["no sample scripted_no_such_metric exposed"]
+    # The probes before and after scraped afresh; the one during read the latest scrape.
+    probes = verdict.steady_state.results
+    assert [p.value for p in probes["before"]] == [0.0, None]  # the http probe has no value
+    assert all(p.ok for p in probes["during"]) and len(probes["during"]) >= 3
+    page = (result.run_dir / "index.html").read_text()
+    assert 'id="metric-0"' in page and "Service metric queue: scripted_queue_depth" in page
+    assert "Service metrics" in page and "scripted_no_such_metric" in page
+    assert "Service metric absent" not in page  # `chart: false`
+
+
+def test_a_metric_beyond_its_bound_for_samples_in_a_row_aborts(harness: Harness) -> None:
+    result = harness.run(
+        """\
+        name: metric-abort
+        load: {rate: 20/s, duration: 20s, max_lag: 1s}
+        faults:
+          - {name: outage, kind: partition, hop: client, at: 1s, duration: 15s}
+        abort:
+          - {kind: metric, series: queue, above: 5, samples: 3}
+        metrics:
+          interval: 0.2s
+          series: [{name: queue, metric: scripted_queue_depth}]
+        """
+    )
+    assert result.verdict.status == "aborted"
+    assert result.verdict.abort is not None
+    assert result.verdict.abort.reason == "queue > 5 for 3 scrapes in a row (last 7)"
+    assert 1.0 < (result.verdict.abort.t or 0) < 4.0
+    assert harness.injectors[0].calls == ["apply", "revert"] and not harness.service.failing
