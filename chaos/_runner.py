@@ -63,6 +63,7 @@ from ._scenario import (
     ProbeSpec,
     Reading,
     Recovery,
+    Service,
     SliProbe,
 )
 from ._scrape import Scrape, Scraper, endpoints_of, scrape_event, summarise
@@ -578,7 +579,7 @@ class Runner:
             return self._sli_probe(probe)
         if isinstance(probe, MetricProbe):
             return self._metric_probe(probe)
-        return _http_probe(target, probe)
+        return _http_probe(target, probe, self.scenario.service)
 
     def _metric_probe(self, probe: MetricProbe) -> ProbeResult:
         """During the load, the latest scrape (none for two intervals and a timeout: no value,
@@ -942,13 +943,26 @@ def _health(main: LoadResult, bursts: list[LoadResult]) -> GeneratorHealth:
     )  # fmt: skip
 
 
-def _http_probe(target: Target, probe: HttpProbe) -> ProbeResult:
-    headers = target.headers() if probe.admin else {}
+def _http_probe(target: Target, probe: HttpProbe, service: Service) -> ProbeResult:
+    """The probe's request as the load sends it: through the client hop, with the service's
+    headers and key, and for https the real host's name checked against its certificate."""
     try:
-        response = httpx.request(
-            probe.method, f"{target.url}{probe.path}", json=probe.body, headers=headers,
-            timeout=probe.timeout,
-        )  # fmt: skip
+        headers = service.request_headers()
+    except ValueError as exc:
+        return ProbeResult(probe=probe.name, ok=False, detail=str(exc))
+    if probe.admin:
+        headers.update(target.headers())
+    extensions: dict[str, Any] = {}
+    if target.host_header is not None:
+        headers["Host"] = target.host_header
+    if target.server_hostname is not None:
+        extensions["sni_hostname"] = target.server_hostname
+    try:
+        with httpx.Client(verify=service.ssl_context() or True, timeout=probe.timeout) as client:
+            response = client.request(
+                probe.method, f"{target.url}{probe.path}", json=probe.body, headers=headers,
+                extensions=extensions,
+            )  # fmt: skip
     except httpx.HTTPError as exc:
         return ProbeResult(probe=probe.name, ok=False, detail=f"{type(exc).__name__}: {exc}")
     problems = []

@@ -17,7 +17,7 @@ import trustme
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from chaos import (
@@ -44,6 +44,10 @@ async def healthz(_request: Request) -> JSONResponse:
     return JSONResponse({"status": "alive"})
 
 
+async def metrics(_request: Request) -> PlainTextResponse:
+    return PlainTextResponse(f"# TYPE served_total counter\nserved_total {len(HOSTS)}\n")
+
+
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
@@ -53,7 +57,7 @@ def serve(ca: trustme.CA, name: str, folder: Path) -> Iterator[int]:
     chain = folder / f"{name}.pem"
     ca.issue_cert(name).private_key_and_cert_chain_pem.write_to_path(str(chain))
     app = Starlette(routes=[Route("/v1/generate", generate, methods=["POST"]),
-                            Route("/healthz", healthz)])  # fmt: skip
+                            Route("/healthz", healthz), Route("/metrics", metrics)])  # fmt: skip
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(app, log_level="warning", lifespan="off", ssl_certfile=str(chain),
@@ -79,11 +83,26 @@ def run(tmp_path: Path, port: int) -> list[dict[str, object]]:
         url: https://localhost:{port}
         service: {{ca_file: ca.pem}}
         load: {{rate: 5/s, duration: 2s}}
+        steady_state:
+          interval: 0.5s
+          probes:
+            - {{name: alive, kind: http, path: /healthz, when: [before, during, after]}}
+        metrics:
+          interval: 0.5s
+          series: [{{name: served, metric: served_total}}]
+        expect:
+          - {{kind: metric, series: served, stat: last, at_least: 5}}
         """)
     )
-    settings = RunSettings(report_dir=tmp_path / "reports")
+    settings = RunSettings(report_dir=tmp_path / "reports", settle=1.0)
     result = Runner(load_scenario(path), settings, observers=recorders()).run()
-    assert not result.verdict.harness_errors, result.verdict.harness_errors
+    verdict = result.verdict
+    assert not verdict.harness_errors, verdict.harness_errors
+    # Probes go through the proxy as the load does; the metrics straight to the service.
+    probes = verdict.steady_state.results
+    assert probes["during"] and all(p.ok for phase in probes.values() for p in phase), probes
+    assert verdict.expectations[0].passed, verdict.expectations
+    assert verdict.metrics[0].samples >= 3 and not verdict.metrics[0].problems
     return [e for e in read_journal(result.run_dir) if e["type"] == "request"]
 
 
