@@ -354,6 +354,16 @@ def _charts(data: RunData) -> str:
                               **common))  # fmt: skip
         out.append(line_chart(title="Time per output token", unit="ms", series=tpot,
                               ident="tpot", **common))  # fmt: skip
+    if any(r.get("output_tps") is not None for r in data.requests):
+        # Each answered request's tokens / its latency (LoadRecord.output_tps), by bin.
+        tps = []
+        for q, css, label in ((50, "s0", "p50"), (1, "s3", "p1 (the slowest answers)")):
+            values = [_percentile([float(r["output_tps"]) for r in b
+                                   if r.get("output_tps") is not None], q)
+                      for b in bins]  # fmt: skip
+            tps.append(Series(label, values, css))
+        out.append(line_chart(title="Output tokens per second of each answer", unit="tok/s",
+                              series=tps, ident="output-tps", **common))  # fmt: skip
     records = data.records()
     remaining, burn = [], []
     for i, slo in enumerate(data.slos()):

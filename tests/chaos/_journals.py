@@ -63,6 +63,7 @@ def make_run(
             # Seven gaps of 3 ms (15 ms inside the fault) between the eight streamed tokens.
             "gaps": [0.015 if inside else 0.003] * 7 if stream else [],
             "tpot_s": (0.015 if inside else 0.003) if stream else None,
+            "output_tps": 8 / (0.05 + (0.2 if inside else 0)) if stream else None,
         })  # fmt: skip
     if status != "incomplete":
         events += [

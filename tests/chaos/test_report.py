@@ -16,7 +16,7 @@ from tests.chaos._journals import make_run
 
 
 def charts(page: str) -> list[str]:
-    return re.findall(r'<svg class="chart" id="([a-z]+)"', page)
+    return re.findall(r'<svg class="chart" id="([a-z0-9-]+)"', page)
 
 
 def test_a_passed_run_page_has_verdict_charts_tables_and_nothing_external(tmp_path: Path) -> None:
@@ -67,11 +67,16 @@ def test_a_crashed_run_renders_from_its_journal_marked_incomplete(tmp_path: Path
     assert "40 / 400" in page
 
 
-def test_streamed_runs_chart_ttft_inter_token_latency_and_time_per_token(
+def test_streamed_runs_chart_ttft_inter_token_latency_time_per_token_and_tokens_per_s(
     tmp_path: Path,
 ) -> None:
     page = render_run(make_run(tmp_path, "s", stream=True)).read_text()
-    assert charts(page) == ["throughput", "latency", "ttft", "itl", "tpot", "budget", "burn"]
+    assert charts(page) == [
+        "throughput", "latency", "ttft", "itl", "tpot", "output-tps", "budget", "burn"
+    ]  # fmt: skip
+    # Eight tokens in 250 ms inside the fault, in 50 ms before it.
+    assert "7–8s: p50 32, p1 (the slowest answers) 32 tok/s" in page
+    assert "2–3s: p50 160, p1 (the slowest answers) 160 tok/s" in page
     # Second 7 is inside the fault: every gap 15 ms; second 2 is before it: 3 ms.
     assert "7–8s: ITL p50 15, ITL p99 15 ms" in page
     assert "2–3s: ITL p50 3, ITL p99 3 ms" in page
