@@ -33,8 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from chaos import Constant, LoadGenerator, RequestSpec, nearest_rank, schedule  # noqa: E402
+from _common import machine, percentile, server_process  # noqa: E402
+
+from chaos import Constant, LoadGenerator, RequestSpec, schedule  # noqa: E402
 
 VEGETA_MODULE = "github.com/tsenart/vegeta/v12"
 VEGETA_VERSION = "v12.13.0"
@@ -69,23 +70,8 @@ def vegeta_binary() -> Path:
     return binary
 
 
-@contextmanager
-def trivial_server() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "_trivial_server.py")], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline())
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The harness's own nearest-rank percentile (NaN, not 0, when there is nothing)."""
-    return nearest_rank(values, q) if values else float("nan")
+def trivial_server() -> AbstractContextManager[str]:
+    return server_process(HERE / "_trivial_server.py")
 
 
 def summarize(sends: list[float], latencies: list[float], ok: int, rate: float) -> dict[str, Any]:
@@ -231,11 +217,7 @@ def main() -> int:
             "latency_ratio_within": 0.10,
         },
         "rows": rows,
-        "machine": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
+        "machine": machine(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import machine
 
 from chaos._injectors import process_cmdline
 from target_service import (
@@ -262,11 +262,7 @@ def main() -> int:
         "trials": trials,
         "rate_per_s": RATE,
         "deadline_s": deadline,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "kill_to_ready_s": results["kill_to_ready"]["median_s"],
         "all_down_to_degraded_s": results["all_down_to_degraded"]["median_s"],
         "canary_rollback_s": results["canary_rollback"]["median_s"],

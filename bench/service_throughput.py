@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import machine
 
 from chaos import nearest_rank
 from target_service import DEFAULT_REGISTRY, Registry, WorkerProcess, build_models
@@ -157,11 +157,7 @@ def main() -> int:
         "max_new_tokens": args.max_new_tokens,
         "seconds_per_point": seconds,
         "quick": args.quick,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "designs": designs,
         "tokens_per_s": tokens_per_s,
         "speedup_at_16": round(tokens_per_s["batched"]["16"] / naive16, 2) if naive16 else None,

@@ -42,13 +42,11 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +54,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from chaos import Api, Constant, LoadGenerator, RequestSpec, nearest_rank, schedule  # noqa: E402
+from _common import machine, percentile, server_process  # noqa: E402
+
+from chaos import Api, Constant, LoadGenerator, RequestSpec, schedule  # noqa: E402
 from chaos._protocols import request_body  # noqa: E402
 
 GUIDELLM = "guidellm==0.8.1"
@@ -66,13 +66,6 @@ MODEL = "m"
 PROMPT = "Tell me about the weather in Lisbon in late autumn, please."
 FIGURES = ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "e2e_p50_ms",
            "e2e_p99_ms", "output_tokens_per_s")  # fmt: skip
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on, and how busy it was when they were."""
-    load1, load5, _ = os.getloadavg()
-    return {"cpus": os.cpu_count(), "load_avg_1m": round(load1, 2), "load_avg_5m": round(load5, 2),
-            "python": platform.python_version(), "platform": platform.platform()}  # fmt: skip
 
 
 def guidellm_venv() -> Path:
@@ -102,23 +95,9 @@ def guidellm_venv() -> Path:
     return script
 
 
-@contextmanager
-def openai_server() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "_openai_server.py"), f"--ttft-ms={TTFT_MS:g}",
-         f"--itl-ms={ITL_MS:g}", f"--tokens={TOKENS}"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        yield f"http://127.0.0.1:{int(proc.stdout.readline())}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def pct(values: list[float], q: float) -> float:
-    return nearest_rank(values, q) if values else float("nan")
+def openai_server() -> AbstractContextManager[str]:
+    return server_process(HERE / "_openai_server.py", f"--ttft-ms={TTFT_MS:g}",
+                          f"--itl-ms={ITL_MS:g}", f"--tokens={TOKENS}")  # fmt: skip
 
 
 def figures(requests: list[dict[str, float]]) -> dict[str, float]:
@@ -130,9 +109,9 @@ def figures(requests: list[dict[str, float]]) -> dict[str, float]:
     span = max(r["end"] for r in requests) - min(r["start"] for r in requests)
     return {
         "requests": len(requests),
-        "ttft_p50_ms": pct(ttft, 50), "ttft_p99_ms": pct(ttft, 99),
-        "itl_p50_ms": pct(itl, 50), "itl_p99_ms": pct(itl, 99),
-        "e2e_p50_ms": pct(e2e, 50), "e2e_p99_ms": pct(e2e, 99),
+        "ttft_p50_ms": percentile(ttft, 50), "ttft_p99_ms": percentile(ttft, 99),
+        "itl_p50_ms": percentile(itl, 50), "itl_p99_ms": percentile(itl, 99),
+        "e2e_p50_ms": percentile(e2e, 50), "e2e_p99_ms": percentile(e2e, 99),
         "output_tokens_per_s": sum(r["tokens"] for r in requests) / span,
         # The three slowest of each, so that a p99 set by one request shows as such.
         "slowest_ms": {"ttft": sorted(ttft)[-3:], "itl": sorted(itl)[-3:],
@@ -174,8 +153,8 @@ def run_ichaos(url: str, rate: float, seconds: float) -> dict[str, Any]:
         **figures(requests("sent")),
         "from_schedule": figures(requests("scheduled")),
         "failed": len(result.records) - len(timed),
-        "gap_p50_ms": pct(gaps, 50), "gap_p99_ms": pct(gaps, 99),
-        "schedule_lag_p99_ms": pct(lags, 99), "valid": result.health.valid,
+        "gap_p50_ms": percentile(gaps, 50), "gap_p99_ms": percentile(gaps, 99),
+        "schedule_lag_p99_ms": percentile(lags, 99), "valid": result.health.valid,
         "cpu_share": result.health.cpu_share, "load_avg_1m": round(os.getloadavg()[0], 2),
     }  # fmt: skip
 
@@ -249,7 +228,7 @@ def run_guidellm(script: Path, url: str, seconds: float) -> dict[float, dict[str
     return found
 
 
-def diff_pct(ours: float, theirs: float) -> float:
+def diff_percentile(ours: float, theirs: float) -> float:
     return abs(ours - theirs) / theirs * 100 if theirs else float("inf")
 
 
@@ -364,9 +343,9 @@ def main() -> int:
         ichaos, peer = ours[rate], theirs[rate]
         rows.append({
             "rate": rate, "ichaos": ichaos, "guidellm": peer,
-            "diff_pct": {n: diff_pct(ichaos[n], peer[n]) for n in FIGURES},
+            "diff_pct": {n: diff_percentile(ichaos[n], peer[n]) for n in FIGURES},
             "diff_pct_from_schedule": {
-                n: diff_pct(ichaos["from_schedule"][n], peer[n]) for n in FIGURES
+                n: diff_percentile(ichaos["from_schedule"][n], peer[n]) for n in FIGURES
             },
             "load_avg_1m": ichaos["load_avg_1m"],
         })  # fmt: skip

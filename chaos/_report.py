@@ -324,6 +324,38 @@ def _charts(data: RunData) -> str:
         latency.append(Series(f"p{q}", values, css))
     out.append(line_chart(title="Latency of served answers (from the scheduled send)", unit="ms",
                           series=latency, ident="latency", **common))  # fmt: skip
+    out += _stream_charts(data, bins, common)
+    records = data.records()
+    remaining, burn = [], []
+    for i, slo in enumerate(data.slos()):
+        try:
+            ev = evaluate(slo, records, start=0.0, end=count * resolution)
+            points = ev.series(resolution)
+        except SLOError:
+            continue
+        total = sum(p.total for p in points)
+        spent, left = 0, []
+        for p in points:
+            spent += p.bad
+            left.append(1 - spent / (slo.budget * total) if total else None)
+        css = f"s{i % 6}"
+        remaining.append(Series(slo.name, [None if v is None else v * 100 for v in left], css))
+        burn.append(Series(slo.name, [p.burn_rate for p in points], css))
+    if remaining:
+        out.append(line_chart(title="Error budget remaining (share of the run's)", unit="%",
+                              series=remaining, ident="budget", **common))  # fmt: skip
+        out.append(line_chart(title=f"Burn rate per {resolution:g} s", unit="×", series=burn,
+                              ident="burn", **common))  # fmt: skip
+    out += _metric_charts(data, resolution, count, common)
+    return "\n".join(out)
+
+
+def _stream_charts(
+    data: RunData, bins: list[list[dict[str, Any]]], common: dict[str, Any]
+) -> list[str]:
+    """Time to first token, inter-token latency, time per output token and each answer's
+    output tokens per second, where the load streamed."""
+    out: list[str] = []
     if any(r.get("ttft_s") is not None for r in data.requests):
         ttft = []
         for q, css in ((50, "s0"), (99, "s3")):
@@ -364,29 +396,7 @@ def _charts(data: RunData) -> str:
             tps.append(Series(label, values, css))
         out.append(line_chart(title="Output tokens per second of each answer", unit="tok/s",
                               series=tps, ident="output-tps", **common))  # fmt: skip
-    records = data.records()
-    remaining, burn = [], []
-    for i, slo in enumerate(data.slos()):
-        try:
-            ev = evaluate(slo, records, start=0.0, end=count * resolution)
-            points = ev.series(resolution)
-        except SLOError:
-            continue
-        total = sum(p.total for p in points)
-        spent, left = 0, []
-        for p in points:
-            spent += p.bad
-            left.append(1 - spent / (slo.budget * total) if total else None)
-        css = f"s{i % 6}"
-        remaining.append(Series(slo.name, [None if v is None else v * 100 for v in left], css))
-        burn.append(Series(slo.name, [p.burn_rate for p in points], css))
-    if remaining:
-        out.append(line_chart(title="Error budget remaining (share of the run's)", unit="%",
-                              series=remaining, ident="budget", **common))  # fmt: skip
-        out.append(line_chart(title=f"Burn rate per {resolution:g} s", unit="×", series=burn,
-                              ident="burn", **common))  # fmt: skip
-    out += _metric_charts(data, resolution, count, common)
-    return "\n".join(out)
+    return out
 
 
 def _charted(data: RunData) -> list[tuple[str, str]]:
