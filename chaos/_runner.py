@@ -425,8 +425,7 @@ class Runner:
                     scraping = None
                 if self._scraper is not None and now >= next_scrape and scraping is None:
                     # On the interval's grid: a slow scrape delays the next, never shifts all.
-                    interval = self._scraper.metrics.interval
-                    next_scrape = max(next_scrape + interval, now)
+                    next_scrape = max(next_scrape + self._scraper.metrics.interval, now)
                     scraping = pool.submit(self._scraper.scrape, now)
                 for name, future in list(pending.items()):
                     if future.done():
@@ -438,6 +437,8 @@ class Runner:
                 wait = min([_TICK, *(t - now for t in soon)])
                 if self._stop.wait(max(0.0, wait)):
                     break
+            if scraping is not None:  # the last scrape of the load is part of its record
+                self._record_scrape(scraping.result())
 
     # -- faults ----------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import concurrent.futures
 import math
 import ssl
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -140,6 +141,7 @@ class Scraper:
             tuple[str, str, str, tuple[tuple[str, str], ...]], tuple[float, float]
         ] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
+        self._lock = threading.Lock()  # endpoints are fetched in parallel
         self._names = [s.name for s in metrics.series]
 
     def close(self) -> None:
@@ -150,13 +152,16 @@ class Scraper:
 
     def _client(self, verify: ssl.SSLContext | bool) -> httpx.Client:
         key = id(verify) if isinstance(verify, ssl.SSLContext) else int(verify)
-        if key not in self._clients:
-            self._clients[key] = httpx.Client(verify=verify, timeout=self.metrics.timeout)
-        return self._clients[key]
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = httpx.Client(verify=verify, timeout=self.metrics.timeout)
+            return self._clients[key]
 
     def _fetch(self, endpoint: Endpoint) -> list[_Sample]:
         client = self._client(endpoint.verify)
         headers = {**endpoint.headers, "Accept": _ACCEPT}
+        # httpx's timeout bounds each read; a server trickling bytes is bounded here as a whole.
+        deadline = time.monotonic() + self.metrics.timeout
         try:
             with client.stream("GET", endpoint.url, headers=headers) as answer:
                 if not answer.is_success:
@@ -166,6 +171,8 @@ class Scraper:
                     body += chunk
                     if len(body) > MAX_BYTES:
                         raise ScrapeError(f"more than {MAX_BYTES} bytes")
+                    if time.monotonic() > deadline:
+                        raise ScrapeError(f"not whole within {self.metrics.timeout:g}s")
                 content_type = answer.headers.get("content-type", "")
         except httpx.HTTPError as exc:
             raise ScrapeError(f"{type(exc).__name__}: {exc}") from exc
@@ -230,7 +237,7 @@ class Scraper:
                 if series.read is Reading.RATE:
                     readings.append(increase / (t - before[0]))
                 else:
-                    pooled[part == "count"] += increase
+                    pooled[1 if part == "count" else 0] += increase
         value: float | None = None
         if series.read is Reading.MEAN:
             value = pooled[0] / pooled[1] if pooled[1] > 0 else None

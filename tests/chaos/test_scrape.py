@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ class Exposed:
     body: bytes = b""
     status: int = 200
     content_type: str = "text/plain; version=0.0.4"
+    trickle_s: float = 0.0  # a pause before each line of the body
     asked: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -37,7 +39,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", exposed.content_type)
         self.send_header("Content-Length", str(len(exposed.body)))
         self.end_headers()
-        self.wfile.write(exposed.body)
+        for line in exposed.body.splitlines(keepends=True):
+            if exposed.trickle_s:
+                time.sleep(exposed.trickle_s)
+                self.wfile.flush()
+            self.wfile.write(line)
 
     def log_message(self, *_args: Any) -> None:
         pass
@@ -251,3 +257,16 @@ def test_a_summary_counts_samples_and_keeps_the_first_reasons(
     assert (summary.samples, summary.missing) == (3, 1)
     assert (summary.min, summary.mean, summary.max, summary.last) == (2.0, 4.0, 6.0, 4.0)
     assert len(summary.problems) == 1 and "HTTP 500" in summary.problems[0]
+
+
+def test_a_server_trickling_its_answer_is_cut_at_the_timeout(exposed: tuple[str, Exposed]) -> None:
+    url, server = exposed
+    server.body = b"".join(b"# comment %d\n" % i for i in range(20))
+    server.trickle_s = 0.1  # each read comes in time; the whole would take 2 s
+    s = scraper(url, {"name": "q", "metric": "model_queue_depth"}, timeout=0.5)
+    started = time.monotonic()
+    why = s.scrape(0.0).problems["q"]
+    took = time.monotonic() - started
+    s.close()
+    assert "not whole within 0.5s" in why
+    assert took < 1.9  # the whole answer takes 2 s at least: the scrape ended before it
