@@ -74,7 +74,9 @@ Rate = Annotated[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A field's docstring is its description: the generated reference and the JSON Schema an
+    # editor shows carry it.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 # Numbers are not coerced from text or booleans: `max_new_tokens: '8'` or `true` is a mistake in
@@ -109,22 +111,30 @@ class Backend(StrEnum):
 
 class ConstantShape(_Strict):
     kind: Literal["constant"] = "constant"
+    """`constant`: the base rate throughout."""
 
 
 class RampShape(_Strict):
     kind: Literal["ramp"]
+    """`ramp`: from the base rate to `to`, linearly."""
     to: Rate
+    """the rate at the ramp's end."""
     over: Duration = Field(gt=0)
+    """how long the ramp takes (then the rate stays at `to`)."""
 
 
 class StepAt(_Strict):
     at: Duration
+    """when the rate changes, on the load's clock."""
     rate: Rate
+    """the rate from then on."""
 
 
 class StepShape(_Strict):
     kind: Literal["step"]
+    """`step`: the rate changes at given times."""
     steps: list[StepAt] = Field(min_length=1)
+    """each change: when, and the rate from then on."""
 
     @field_validator("steps")
     @classmethod
@@ -136,13 +146,18 @@ class StepShape(_Strict):
 
 class SpikeAt(_Strict):
     at: Duration
+    """when the spike starts, on the load's clock."""
     length: Duration = Field(gt=0)
+    """how long it lasts."""
     factor: Number = Field(gt=0, le=1000)
+    """the base rate is multiplied by this."""
 
 
 class SpikeShape(_Strict):
     kind: Literal["spike"]
+    """`spike`: the base rate times a factor, for a while."""
     spikes: list[SpikeAt] = Field(min_length=1)
+    """when, how long and how high each spike is."""
 
 
 ShapeSpec = Annotated[
@@ -163,9 +178,13 @@ class PromptFile(_Strict):
 class Load(_Strict):
     rate: Rate = Field(description="the base arrival rate, e.g. 20/s")
     shape: ShapeSpec = ConstantShape()
+    """how the rate changes over time (default constant)."""
     arrivals: Arrivals = Arrivals.UNIFORM
+    """`uniform` (evenly spaced) or `poisson` (random gaps, the same mean)."""
     duration: Duration = Field(gt=0, le=3600)
+    """how long requests are sent, e.g. `60s`."""
     prompts: PromptSet | PromptFile = PromptSet.CHAT
+    """a built-in prompt set (`chat`, `short`, `long`) or `{file: …}`."""
     max_new_tokens: Int = Field(
         default=8, ge=1, le=100_000, description="sent as `max_tokens` to OpenAI APIs"
     )
@@ -173,9 +192,11 @@ class Load(_Strict):
         default=None, ge=0, le=2, description="sampling temperature; default: the server's"
     )
     stream: bool = False
+    """stream the answers (SSE), measuring TTFT and every token gap."""
     user_share: Number = Field(default=0.0, ge=0, le=1, description="requests carrying a user")
     users: Int = Field(default=200, ge=1, le=1_000_000, description="distinct users drawn from")
     timeout: Duration = Field(default=10.0, gt=0)
+    """a request with no whole answer by then fails as `timeout`."""
     max_lag: Duration = Field(
         default=0.050,
         gt=0,
@@ -253,6 +274,7 @@ class Service(_Strict):
         "`ichaos`, `/v1/models` for OpenAI APIs)",
     )
     degraded: DegradedSignal = DegradedSignal()
+    """how an answer says it came from a fallback."""
     ca_file: Path | None = Field(
         default=None,
         description="PEM certificates to verify an https service with, instead of the "
@@ -318,6 +340,7 @@ class Replicas(_Strict):
     scenario seed) or, with neither, every replica of the pool."""
 
     pool: Pool
+    """`primary`, `canary` or `fallback`."""
     index: (
         Annotated[
             Annotated[Index, Tag("one")] | Annotated[list[Index], Field(min_length=1), Tag("list")],
@@ -325,7 +348,9 @@ class Replicas(_Strict):
         ]
         | None
     ) = None
+    """one replica (`0`) or several (`[0, 1]`) of the pool."""
     random: Int | None = Field(default=None, ge=1, le=1024)
+    """that many replicas, drawn with the scenario's seed."""
 
     @model_validator(mode="after")
     def _one_way(self) -> Replicas:
@@ -349,6 +374,7 @@ class Replicas(_Strict):
 
 class Gateway(_Strict):
     gateway: Literal[True]
+    """`true`: the gateway process (or container)."""
 
 
 _INDEX_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 1023}
@@ -422,6 +448,7 @@ ProcessTarget = Annotated[
 
 class _Fault(_Strict):
     name: Name | None = None
+    """how the timeline, expectations and the report name it (default `KIND-INDEX`)."""
     at: Duration = Field(description="seconds after the load starts")
     duration: Duration | None = Field(default=None, gt=0, description="reverted after this")
 
@@ -435,11 +462,17 @@ class ToxicFault(_Fault):
     reset_peer, slicer or limit_data, on either stream, with a toxicity."""
 
     kind: Literal["toxic"]
+    """`toxic`: a Toxiproxy toxic on a hop."""
     hop: Hop
+    """`client`, or replicas of a pool (their gateway→worker links)."""
     toxic: ToxicType
+    """the toxic's type: latency, bandwidth, timeout, reset_peer, slow_close, slicer, limit_data."""
     stream: Stream = Stream.DOWNSTREAM
+    """`downstream` (answers) or `upstream` (requests)."""
     toxicity: Number = Field(default=1.0, ge=0, le=1)
+    """the share of connections it affects (0 to 1)."""
     attributes: dict[str, ToxicValue] = Field(default_factory=dict)
+    """the toxic's own attributes, e.g. `{latency: 300, jitter: 50}` (ms, bytes)."""
 
     @field_validator("attributes")
     @classmethod
@@ -488,8 +521,12 @@ class PartitionFault(_Fault):
     ``method: network`` on the docker backend, the replicas' containers leave the network."""
 
     kind: Literal["partition"]
+    """`partition`: cut a hop off."""
     hop: Hop
+    """`client`, or replicas of a pool (their gateway→worker links)."""
     method: PartitionMethod = PartitionMethod.PROXY
+    """`proxy` (the hop's Toxiproxy proxy disabled) or `network` (docker: the container
+    disconnected)."""
 
     @model_validator(mode="after")
     def _network_cuts_replicas(self) -> PartitionFault:
@@ -502,8 +539,12 @@ class ProcessFault(_Fault):
     """SIGKILL, SIGTERM or SIGSTOP (pause, resumed after ``duration``) of workers or the gateway."""
 
     kind: Literal["process"]
+    """`process`: a signal to workers or to the gateway."""
     signal: SignalKind
+    """`kill` (SIGKILL), `terminate` (SIGTERM) or `pause` (SIGSTOP, resumed with SIGCONT when
+    reverted)."""
     target: ProcessTarget
+    """replicas of a pool, or `{gateway: true}`."""
 
     @model_validator(mode="after")
     def _pause_needs_duration(self) -> ProcessFault:
@@ -516,8 +557,11 @@ class GpuFaultSpec(_Fault):
     """A worker's fault hook: gpu_error (the worker dies on its next batch), hang, slow, oom."""
 
     kind: Literal["gpu"]
+    """`gpu`: a GPU failure through the worker's fault hook."""
     fault: GpuFault
+    """`gpu_error`, `hang`, `slow` or `oom`."""
     target: Replicas
+    """the replicas it happens on."""
     params: dict[str, Int] = Field(
         default_factory=dict,
         description="`slow` takes ms_per_token (1-60000, required), `oom` count (1-1000000)",
@@ -571,18 +615,21 @@ class ModelFault(_Fault):
     the original bytes come back on revert, checked by sha256."""
 
     kind: Literal["model"]
+    """`model`: damage a model file in the registry (restored byte for byte)."""
     model: str = Field(pattern=_MODEL_REF, description="NAME:VERSION")
     file: str = Field(
         default="model.safetensors",
         description="a path inside the model's directory (no `..`, not absolute)",
     )
     corruption: Corruption = Corruption.BIT_FLIP
+    """`bit_flip`, `truncate` or `swap` (with `swap_with`)."""
     swap_with: str | None = Field(
         default=None,
         pattern=_MODEL_REF,
         description="NAME:VERSION whose file is swapped in",
     )
     reload: Literal["restart", "admin", "none"] = "admin"
+    """how the replicas see it: `admin` (a reload request), `restart` (the process) or `none`."""
     target: Replicas | None = Field(default=None, description="replicas to reload")
 
     @field_validator("file")
@@ -603,8 +650,11 @@ class BurstFault(_Fault):
     """An extra burst of traffic on top of the load, for ``duration``."""
 
     kind: Literal["burst"]
+    """`burst`: extra traffic on top of the load."""
     rate: Rate = Field(gt=0)
+    """the burst's own arrival rate, e.g. `40/s`."""
     duration: Duration = Field(gt=0)
+    """how long the burst sends."""
 
 
 FaultSpec = Annotated[
@@ -712,6 +762,7 @@ class Metrics(_Strict):
         description="default: the service's `/metrics`",
     )
     series: list[MetricSeries] = Field(min_length=1, max_length=64)
+    """the figures read from each scrape."""
 
     def series_named(self, name: str) -> MetricSeries | None:
         return next((s for s in self.series if s.name == name), None)
@@ -732,37 +783,56 @@ class JsonCheck(_Strict):
         description="a dotted path into the JSON answer, e.g. canary_weight",
     )
     equals: Any = None
+    """the field must equal this."""
     at_least: Number | None = None
+    """the field must be a number at least this."""
     at_most: Number | None = None
+    """the field must be a number at most this."""
 
 
 class HttpProbe(_Strict):
     kind: Literal["http"]
+    """`http`: a request to the service, through the client hop."""
     name: Name
+    """how aborts and the report name it."""
     method: Literal["GET", "POST"] = "GET"
+    """`GET` or `POST`."""
     path: str = Field(pattern=r"^/")
+    """the path asked, e.g. `/readyz`."""
     body: dict[str, Any] | None = None
+    """a JSON body to send."""
     admin: bool = Field(default=False, description="send the admin token")
     status: Int = Field(default=200, ge=100, le=599)
+    """the status the answer must have."""
     json_: list[JsonCheck] = Field(default_factory=list, alias="json")
+    """checks on fields of the JSON answer."""
     timeout: Duration = 5.0
+    """how long the answer may take."""
     when: list[Phase] = Field(default_factory=lambda: [Phase.BEFORE, Phase.AFTER])
+    """the phases it runs in: `before`, `during`, `after`."""
 
 
 class SliProbe(_Strict):
     """The SLI of a named SLO over the last ``window`` of the run's own requests."""
 
     kind: Literal["sli"]
+    """`sli`: an SLO's SLI over the run's recent requests."""
     name: Name
+    """how aborts and the report name it."""
     slo: str
+    """the SLO whose SLI is probed."""
     window: Duration = Field(default=5.0, gt=0)
+    """the recent window it is measured over."""
     min: Number | None = Field(default=None, ge=0, le=1, description="default: the SLO's target")
     when: list[Phase] = Field(default_factory=lambda: [Phase.DURING])
+    """the phases it runs in (default `during`)."""
 
 
 class _Bounds(_Strict):
     at_most: Number | None = None
+    """the value must be at most this."""
     at_least: Number | None = None
+    """the value must be at least this."""
 
     @model_validator(mode="after")
     def _a_bound(self) -> _Bounds:
@@ -786,9 +856,12 @@ class MetricProbe(_Bounds):
     and after a fresh scrape."""
 
     kind: Literal["metric"]
+    """`metric`: a scraped series within bounds."""
     name: Name
+    """how aborts and the report name it."""
     series: str = Field(description="a series of `metrics`")
     when: list[Phase] = Field(default_factory=lambda: [Phase.DURING])
+    """the phases it runs in (default `during`)."""
 
 
 ProbeSpec = Annotated[HttpProbe | SliProbe | MetricProbe, Field(discriminator="kind")]
@@ -796,22 +869,32 @@ ProbeSpec = Annotated[HttpProbe | SliProbe | MetricProbe, Field(discriminator="k
 
 class SteadyState(_Strict):
     probes: list[ProbeSpec] = Field(default_factory=list)
+    """each probe, and the phases it runs in."""
     interval: Duration = Field(default=1.0, gt=0, description="how often probes run during")
 
 
 class BurnRateAbort(_Strict):
     kind: Literal["burn_rate"]
+    """`burn_rate`: stop when an SLO's recent burn rate is too high."""
     slo: str
+    """the SLO whose burn rate is watched."""
     above: Number = Field(gt=0)
+    """the burn rate (× the sustainable rate) that stops the run."""
     window: Duration = Field(default=5.0, gt=0)
+    """the recent window the burn rate is measured over."""
     min_requests: Int = Field(default=20, ge=1)
+    """fewer events than this in the window judge nothing."""
 
 
 class ErrorRatioAbort(_Strict):
     kind: Literal["error_ratio"]
+    """`error_ratio`: stop when too many recent requests failed."""
     above: Number = Field(gt=0, le=1)
+    """the share of failed requests (0 to 1) that stops the run."""
     window: Duration = Field(default=5.0, gt=0)
+    """the recent window the ratio is measured over."""
     min_requests: Int = Field(default=20, ge=1)
+    """fewer requests than this in the window judge nothing."""
     overdue: Duration | None = Field(
         default=None,
         gt=0,
@@ -822,7 +905,9 @@ class ErrorRatioAbort(_Strict):
 
 class ProbeAbort(_Strict):
     kind: Literal["probe"]
+    """`probe`: stop when a probe fails again and again during the run."""
     probe: str
+    """the name of a steady-state probe."""
     failures: Int = Field(default=3, ge=1, description="consecutive failures during the run")
 
 
@@ -831,9 +916,12 @@ class MetricAbort(_Strict):
     a row (a scrape without a value breaks the row: nothing is judged on no data)."""
 
     kind: Literal["metric"]
+    """`metric`: stop when a scraped series stays beyond a bound."""
     series: str = Field(description="a series of `metrics`")
     above: Number | None = None
+    """stop when the series is above this."""
     below: Number | None = None
+    """stop when the series is below this."""
     samples: Int = Field(default=3, ge=1, le=1000, description="consecutive samples beyond it")
 
     @model_validator(mode="after")
@@ -857,6 +945,7 @@ AbortSpec = Annotated[
 
 class SLOFile(_Strict):
     file: Path
+    """an SLO file (relative to the scenario file)."""
 
 
 def _slo_entry(value: Any) -> str:
@@ -887,12 +976,16 @@ class SLOMet(_Expectation):
     """The SLO's SLI reached its target over the run."""
 
     kind: Literal["slo_met"]
+    """`slo_met`: an SLO's SLI reached its target over the run."""
     slo: str
+    """the SLO judged."""
 
 
 class BudgetCeiling(_Expectation):
     kind: Literal["budget"]
+    """`budget`: at most this much of the run's error budget spent."""
     slo: str
+    """the SLO whose budget is judged."""
     max_consumed: Number = Field(
         ge=0,
         description="the run's budget consumed at most this: bad events / (budget × events) "
@@ -904,12 +997,15 @@ class Recovery(_Expectation):
     """After the last fault is reverted, requests succeed (2xx, not degraded) again within T."""
 
     kind: Literal["recovery"]
+    """`recovery`: every request good again soon after the last fault."""
     within: Duration = Field(gt=0)
+    """the longest time from the last fault's end to lasting good answers."""
     window: Duration = Field(default=2.0, gt=0, description="successes in a row this long")
 
 
 class FallbackShare(_Expectation):
     kind: Literal["fallback"]
+    """`fallback`: the fallback model answered during a fault."""
     during: str = Field(description="the name of a fault with a duration")
     min_share: Number = Field(ge=0, le=1, description="of the requests answered in the window")
     none_after: Duration | None = Field(
@@ -919,15 +1015,20 @@ class FallbackShare(_Expectation):
 
 class CanaryRollback(_Expectation):
     kind: Literal["canary_rollback"]
+    """`canary_rollback`: the gateway rolled the canary back in time."""
     within: Duration = Field(gt=0)
+    """the longest time to the rollback event."""
     after: str | None = Field(default=None, description="a fault name; default the load start")
 
 
 class EventExpectation(_Expectation):
     kind: Literal["event"]
+    """`event`: the service reported (or did not report) an event."""
     event: str = Field(description="a gateway/supervisor event kind, e.g. worker_restarted")
     present: bool = True
+    """`true`: it must happen; `false`: it must not."""
     min_count: Int = Field(default=1, ge=1)
+    """how many times at least, when present."""
     details: dict[str, Any] = Field(default_factory=dict, description="fields the event must have")
 
 
@@ -935,9 +1036,13 @@ class StatusShare(_Expectation):
     """At most (or at least) a share of all requests got a status class (``2xx``, ``429``...)."""
 
     kind: Literal["status"]
+    """`status`: the share of requests with a status or class."""
     status: str = Field(pattern=r"^([1-5]xx|[1-5]\d\d|error)$")
+    """a status (`503`), a class (`5xx`), or `error` (no answer)."""
     max_share: Number | None = Field(default=None, ge=0, le=1)
+    """at most this share of the requests (0 to 1)."""
     min_share: Number | None = Field(default=None, ge=0, le=1)
+    """at least this share of the requests (0 to 1)."""
     during: str | None = Field(default=None, description="only in this fault's window")
 
 
@@ -952,6 +1057,7 @@ class MetricExpectation(_Expectation, _Bounds):
     """A statistic of a series of the scraped metrics, over the load or a fault's window."""
 
     kind: Literal["metric"]
+    """`metric`: a statistic of a scraped series within bounds."""
     series: str = Field(description="a series of `metrics`")
     stat: Stat = Field(default=Stat.MAX, description="max, min, mean or last of the samples")
     during: str | None = Field(default=None, description="only samples in this fault's window")
@@ -981,21 +1087,33 @@ ExpectSpec = Annotated[
 
 class Scenario(_Strict):
     name: Name
+    """the scenario's name: its run directories and report are named after it."""
     description: str = ""
+    """one line on what it tests, shown in the report and the verdict."""
     backend: Backend = Backend.LOCAL
+    """where it runs: `local` (the reference stack as processes), `docker` (in containers) or `url`
+    (a service already running)."""
     url: str | None = Field(default=None, description="the service, for `backend: url`")
     stack: Path | None = Field(default=None, description="stack file; default the shipped one")
     service: Service = Service()
+    """how to talk to the service: its API, model, key, headers and health path."""
     seed: Int = Field(default=0, ge=-(2**63), le=2**63 - 1)
+    """seeds the schedule, the prompts and every random choice, so a run repeats."""
     load: Load
+    """the traffic sent while the faults happen."""
     steady_state: SteadyState = SteadyState()
+    """probes that must hold before, during and after the run."""
     faults: list[FaultSpec] = Field(default_factory=list)
+    """the fault timeline, on the load's clock."""
     abort: list[AbortSpec] = Field(default_factory=list)
+    """conditions that stop the experiment early (the run is then `aborted`)."""
     slos: list[SLOEntry] = Field(default_factory=list)
+    """SLOs judged over the run: files, or documents written inline."""
     metrics: Metrics | None = Field(
         default=None, description="the service's own Prometheus metrics, scraped during the run"
     )
     expect: list[ExpectSpec] = Field(default_factory=list)
+    """what must hold for the run to pass; each entry says what it judged."""
 
     @field_validator("url")
     @classmethod

@@ -16,5 +16,9 @@ class Model(BaseModel):
     """Unknown fields rejected, immutable, camelCase in files (snake_case in Python)."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
     )

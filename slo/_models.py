@@ -133,7 +133,10 @@ class AvailabilitySLI(Model):
     event."""
 
     kind: Literal[SLIKind.AVAILABILITY] = SLIKind.AVAILABILITY
+    """`availability`: good unless the outcome matches `bad`."""
     bad: tuple[StatusMatch, ...] = Field(default=DEFAULT_BAD, min_length=1)
+    """the outcomes that are bad: status codes or classes (`5xx`, `429`) and `error` for no answer.
+    """
 
 
 class LatencySLI(Model):
@@ -141,9 +144,13 @@ class LatencySLI(Model):
     latency are not events; failed ones follow ``failures``."""
 
     kind: Literal[SLIKind.LATENCY] = SLIKind.LATENCY
+    """`latency`: good when it succeeded within `threshold`, end to end."""
     threshold: Duration
+    """the bound on the end-to-end latency (from the scheduled send), e.g. `500ms`."""
     op: Op = Op.LTE
+    """`lte` (at most the threshold) or `lt` (below it)."""
     failures: FailurePolicy = FailurePolicy.EXCLUDE
+    """what requests that did not succeed are: `exclude` (not events) or `bad`."""
 
 
 class TTFTSLI(Model):
@@ -151,9 +158,13 @@ class TTFTSLI(Model):
     streamed) are not events; failed ones follow ``failures``."""
 
     kind: Literal[SLIKind.TTFT] = SLIKind.TTFT
+    """`ttft`: good when it succeeded with its first token within `threshold`."""
     threshold: Duration
+    """the bound on the time to first token (from the scheduled send)."""
     op: Op = Op.LTE
+    """`lte` (at most the threshold) or `lt` (below it)."""
     failures: FailurePolicy = FailurePolicy.EXCLUDE
+    """what requests that did not succeed are: `exclude` (not events) or `bad`."""
 
 
 class DegradedSLI(Model):
@@ -161,7 +172,9 @@ class DegradedSLI(Model):
     0.98 on this SLI. Failed requests follow ``failures``."""
 
     kind: Literal[SLIKind.DEGRADED] = SLIKind.DEGRADED
+    """`degraded`: good when it succeeded and was not served by a fallback."""
     failures: FailurePolicy = FailurePolicy.EXCLUDE
+    """what requests that did not succeed are: `exclude` (not events) or `bad`."""
 
 
 class GoodputSLI(Model):
@@ -172,9 +185,13 @@ class GoodputSLI(Model):
     One with fewer than two tokens has no TPOT, and meets that bound."""
 
     kind: Literal[SLIKind.GOODPUT] = SLIKind.GOODPUT
+    """`goodput`: good when it succeeded within every bound given, at once."""
     ttft: Duration | None = None
+    """the bound on the time to first token (a request not streamed: its latency)."""
     tpot: Duration | None = None
+    """the bound on the time per output token (fewer than two tokens meet it)."""
     latency: Duration | None = None
+    """the bound on the end-to-end latency."""
 
     @model_validator(mode="after")
     def _a_bound(self) -> GoodputSLI:
@@ -206,6 +223,7 @@ class Occurrences(Model):
     """Error ratio = bad events / events."""
 
     method: Literal[BudgetingMethod.OCCURRENCES] = BudgetingMethod.OCCURRENCES
+    """`occurrences`: the error ratio is bad events / events."""
 
 
 class Timeslices(Model):
@@ -213,9 +231,13 @@ class Timeslices(Model):
     start; a slice is good when its share of good events is at least ``slice_target``."""
 
     method: Literal[BudgetingMethod.TIMESLICES] = BudgetingMethod.TIMESLICES
+    """`timeslices`: the error ratio is bad slices / slices."""
     slice: Duration
+    """the length of a slice, from the evaluation's start, e.g. `10s`."""
     slice_target: Number = Field(gt=0, le=1)
+    """the share of good events that makes a slice good (0 to 1)."""
     empty_slices: EmptySlices = EmptySlices.SKIP
+    """a slice with no events: `skip` (not a slice) or `good`."""
 
 
 Budgeting = Annotated[Occurrences | Timeslices, Field(discriminator="method")]

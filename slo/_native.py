@@ -16,15 +16,26 @@ class NativeDocument(Model):
     """An SLO file: like ``SLO``, but the target may be given as ``targetPercent``."""
 
     api_version: Literal["ichaos/v1"] | None = None
+    """`ichaos/v1`, optional."""
     kind: Literal["SLO"] | None = None
+    """`SLO`, optional."""
     name: str = Field(min_length=1)
+    """the SLO's name, as expectations, probes and aborts refer to it."""
     description: str | None = None
+    """what it promises, in words."""
     sli: SLI
+    """what makes one event good."""
     target: Number | None = Field(default=None, ge=0, lt=1)
+    """the share of good events promised, below 1 (0.999); or `targetPercent`."""
     target_percent: Number | None = Field(default=None, ge=0, lt=100)
+    """the target in percent, below 100 (99.9); or `target`."""
     period: Period
+    """the period the budget is for: `run`, or a duration such as `30d`."""
     budgeting: Budgeting = Occurrences()
+    """how the error ratio is counted: by occurrences (default) or timeslices."""
     alerts: tuple[BurnRateRule, ...] | None = None
+    """multi-window burn-rate alert rules (default: the SRE Workbook's three, page-fast, page-slow
+    and ticket)."""
 
     def issues(self) -> list[Issue]:
         """What stops this document from being an SLO (both targets given, or neither)."""

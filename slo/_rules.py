@@ -25,10 +25,15 @@ class BurnRateRule(Model):
     """
 
     name: str = Field(min_length=1)
+    """the alert's name, as an alerting rule would carry it."""
     severity: Severity
+    """`page` or `ticket`."""
     budget_percent: Number = Field(gt=0, le=100)
+    """the share of the period's budget that, spent within `longWindow`, fires it."""
     long_window: Duration
+    """the window the burn rate must exceed the factor over."""
     short_window: Duration
+    """the shorter window that must agree, so the alert clears soon after the burning stops."""
 
     @model_validator(mode="after")
     def _short_is_shorter(self) -> Self:

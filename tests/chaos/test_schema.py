@@ -91,6 +91,23 @@ def test_the_readme_scenario_reference_is_the_generated_one() -> None:
     )
 
 
+@pytest.mark.parametrize("schema", [scenario_schema, slo_schema], ids=["scenario", "slo"])
+def test_every_field_says_what_it_means(schema: Any) -> None:
+    """The reference is generated from the models: a field without a description would be a
+    row with an empty "meaning" cell."""
+    root = schema()
+    models = {"(root)": root, **root.get("$defs", {})}
+    silent = [
+        f"{name}.{field}"
+        for name, model in models.items()
+        for field, node in model.get("properties", {}).items()
+        if not str(node.get("description", "")).strip()
+    ]
+    assert silent == []
+    rows = [line for line in scenario_reference().splitlines() if line.startswith("| `")]
+    assert rows and not [r for r in rows if r.rstrip().endswith("|  |")]
+
+
 def test_ichaos_schema_markdown_prints_the_reference() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "chaos", "schema", "--markdown"], capture_output=True, text=True,
