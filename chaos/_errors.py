@@ -10,8 +10,17 @@ HarnessError
 ├── BackendError         the target could not be provisioned or reached
 │   ├── EngineUnavailable  no Docker API answers where DOCKER_HOST points
 │   └── EngineBroken       the engine answers but cannot run a container
+├── ToxiproxyError       the Toxiproxy API refused a request (its status and message kept)
+├── ToxiproxyUnavailable the Toxiproxy server cannot be reached or started
 ├── ScrapeError          a metrics endpoint gave no Prometheus text (its series have no value)
-└── ReportError          a directory is not a run directory, or its journal cannot be read
+├── ReportError          a directory is not a run directory, or its journal cannot be read
+└── Quit                 the operator ended a game day
+
+Outside the tree, on purpose:
+Interrupted (a BaseException)  SIGINT or SIGTERM during a run: no ``except Exception`` on the
+                               way out can swallow it, and every revert still runs
+ScenarioFailed (an Exception)  the pytest plugin's failure of a scenario item: its message is
+                               the run's summary, not a harness problem
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ SLOError
 ├── SLOFileError       an SLO document cannot be read or is invalid (file, line, field)
 └── EvaluationError    arguments that cannot be evaluated (start after end, a window of zero, ...)
 
-An SLO that is breached is a result (see ``Evaluation``), never an exception.
+An SLO that is breached is a result (see ``Evaluation``), never an exception. Internal, never
+raised out of the package: ``DocumentInvalid`` carries a converter's issues to the parser, which
+reports them as an ``SLOFileError``.
 """
 
 from __future__ import annotations

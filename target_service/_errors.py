@@ -6,9 +6,15 @@ ServiceError
 │   ├── ManifestError           manifest.json is missing or malformed
 │   └── IntegrityError          files do not match the manifest (carries every problem)
 ├── ModelLoadError              a verified folder could not be loaded by transformers
-└── InferenceError              a generate call failed
-    ├── DeviceLostError         the accelerator is gone (sticky: the process must exit)
-    └── DeviceOutOfMemoryError  the accelerator ran out of memory for this request
+├── InferenceError              a generate call failed
+│   ├── DeviceLostError         the accelerator is gone (sticky: the process must exit)
+│   └── DeviceOutOfMemoryError  the accelerator ran out of memory for this request
+├── WorkerProcessError          a worker process did not reach the state expected of it
+└── StackError                  the stack cannot be started, found or stopped
+
+The gateway's control flow, never raised out of it (each becomes an HTTP answer):
+Shed                            a pool is at its in-flight limit: 429 with Retry-After
+Unavailable                     neither primary nor fallback could answer: 503
 """
 
 from __future__ import annotations
