@@ -24,6 +24,13 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
+from target_service import (
+    ADMIN_EVENTS_PATH,
+    ADMIN_STATE_PATH,
+    ADMIN_TOKEN_HEADER,
+    replica_reload_path,
+)
+
 from ._errors import ApplyError, BackendError, HarnessError
 from ._injectors import (
     Injector,
@@ -35,7 +42,6 @@ from ._injectors import (
 from ._toxiproxy import ToxiproxyClient, ToxiproxyError, ToxiproxyServer, ToxiproxyUnavailable
 from ._wait import wait_until
 
-ADMIN_HEADER = "X-Admin-Token"
 _LEASE = "lease.json"
 _NOWHERE = "127.0.0.1:1"  # a proxy's upstream before its worker's port is known: refused
 
@@ -143,7 +149,7 @@ class Target:
         return sum(1 for w in self.workers() if w["pool"] == pool)
 
     def headers(self) -> dict[str, str]:
-        return {ADMIN_HEADER: self.admin_token} if self.admin_token else {}
+        return {ADMIN_TOKEN_HEADER: self.admin_token} if self.admin_token else {}
 
     def _admin_url(self) -> str | None:
         """The gateway's own address, for its admin API (None: the target has no such API)."""
@@ -155,7 +161,7 @@ class Target:
         if url is None:
             return []
         answer = httpx.get(
-            f"{url}/admin/events", params={"since": since}, headers=self.headers(), timeout=5
+            f"{url}{ADMIN_EVENTS_PATH}", params={"since": since}, headers=self.headers(), timeout=5
         )
         answer.raise_for_status()
         events: list[dict[str, Any]] = answer.json()["events"]
@@ -166,7 +172,7 @@ class Target:
         if url is None:
             raise BackendError("this backend cannot reload models")
         answer = httpx.post(
-            f"{url}/admin/replicas/{pool}/{index}/reload", headers=self.headers(), timeout=10
+            f"{url}{replica_reload_path(pool, index)}", headers=self.headers(), timeout=10
         )
         if answer.status_code != 202:
             raise BackendError(
@@ -175,7 +181,7 @@ class Target:
 
     def _all_ready(self) -> bool:
         """Every replica ready, as the gateway sees it (through the client hop)."""
-        answer = httpx.get(f"{self.url}/admin/state", headers=self.headers(), timeout=5)
+        answer = httpx.get(f"{self.url}{ADMIN_STATE_PATH}", headers=self.headers(), timeout=5)
         pools = answer.json()["pools"]
         return all(r["ready"] for pool in pools.values() for r in pool["replicas"])
 

@@ -32,6 +32,8 @@ from typing import IO, Any
 import httpx
 import yaml
 
+from target_service import STACK_SECRET_HEADER
+
 from ._backend import Target, _Lease, registry_dir
 from ._errors import (
     ApplyError,
@@ -571,7 +573,7 @@ class DockerTarget(Target):
         with contextlib.suppress(Exception):
             httpx.post(
                 f"{self._gateway_url()}/internal/events", json={"kind": kind, "details": details},
-                headers={"X-Stack-Secret": self._stack_secret}, timeout=2,
+                headers={STACK_SECRET_HEADER: self._stack_secret}, timeout=2,
             )  # fmt: skip
 
     # -- what faults need --------------------------------------------------------------------

@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from target_service import ADMIN_TOKEN_HEADER, WORKER_FAULTS_PATH
+
 from ._errors import ApplyError, RevertError, WaitTimeout
 from ._toxiproxy import Toxic, ToxiproxyClient, ToxiproxyError
 from ._wait import wait_until
@@ -286,7 +288,7 @@ class GpuFaultInjector(Injector):
     ) -> None:
         super().__init__()
         self.url, self.kind, self.params = worker_url.rstrip("/"), kind, params or {}
-        self.headers = {"X-Admin-Token": token}
+        self.headers = {ADMIN_TOKEN_HEADER: token}
 
     @property
     def description(self) -> str:
@@ -294,8 +296,8 @@ class GpuFaultInjector(Injector):
 
     def _apply(self) -> None:
         response = httpx.post(
-            f"{self.url}/admin/faults/{self.kind.value}", json=self.params, headers=self.headers,
-            timeout=5,
+            f"{self.url}{WORKER_FAULTS_PATH}/{self.kind.value}", json=self.params,
+            headers=self.headers, timeout=5,
         )  # fmt: skip
         if response.status_code != 200:
             raise ApplyError(f"{self.description}: HTTP {response.status_code}: {response.text}")
@@ -323,7 +325,7 @@ class GpuFaultInjector(Injector):
     def _clear(self) -> httpx.Response | None:
         try:
             return httpx.delete(
-                f"{self.url}/admin/faults/{self.kind.value}", headers=self.headers, timeout=5
+                f"{self.url}{WORKER_FAULTS_PATH}/{self.kind.value}", headers=self.headers, timeout=5
             )
         except httpx.ConnectError:
             return None  # the worker is gone (gpu_error ends it): its fault state went with it

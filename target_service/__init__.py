@@ -21,12 +21,27 @@ from ._errors import (
     ServiceError,
 )
 from ._process import StackProcess, WorkerProcess, WorkerProcessError
+from ._protocol import (
+    ADMIN_EVENTS_PATH,
+    ADMIN_STATE_PATH,
+    ADMIN_TOKEN_HEADER,
+    STACK_SECRET_HEADER,
+    WORKER_FAULTS_PATH,
+    WORKER_RELOAD_PATH,
+    replica_reload_path,
+)
 from ._registry import DEFAULT_REGISTRY, FileEntry, Manifest, ModelRef, Registry, sha256_file
 from ._stack_config import StackConfig, default_stack_file, load_stack_config, worker_options
 
 __all__ = [
+    "ADMIN_EVENTS_PATH",
+    "ADMIN_STATE_PATH",
+    "ADMIN_TOKEN_HEADER",
     "BUILTIN_MODELS",
     "DEFAULT_REGISTRY",
+    "STACK_SECRET_HEADER",
+    "WORKER_FAULTS_PATH",
+    "WORKER_RELOAD_PATH",
     "BuildResult",
     "DeviceLostError",
     "DeviceOutOfMemoryError",
@@ -52,6 +67,7 @@ __all__ = [
     "build_models",
     "default_stack_file",
     "load_stack_config",
+    "replica_reload_path",
     "sha256_file",
     "worker_options",
 ]

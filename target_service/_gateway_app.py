@@ -22,19 +22,24 @@ from ._canary import CanaryController
 from ._eventlog import EventKind, EventLog
 from ._gateway_core import Gateway, ReplicaSpec, Served, Shed, Unavailable
 from ._http import (
-    ADMIN_TOKEN_HEADER,
     Token,
     check_token,
     error_response,
     install_error_handling,
 )
 from ._metrics import GatewayMetrics
+from ._protocol import (
+    ADMIN_EVENTS_PATH,
+    ADMIN_STATE_PATH,
+    ADMIN_TOKEN_HEADER,
+    STACK_SECRET_HEADER,
+    WORKER_RELOAD_PATH,
+)
 from ._stack_config import PoolName, StackConfig
 from ._worker_app import MAX_NEW_TOKENS
 
 log = logging.getLogger(__name__)
 
-STACK_SECRET_HEADER = "X-Stack-Secret"
 Secret = Annotated[str | None, Header(alias=STACK_SECRET_HEADER)]
 
 
@@ -309,14 +314,14 @@ def _admin_routes(
     def denied(token: str | None) -> JSONResponse | None:
         return check_token(settings.admin_token, token)
 
-    @app.get("/admin/state")
+    @app.get(ADMIN_STATE_PATH)
     async def state(token: Token = None) -> Response:
         if refused := denied(token):
             return refused
         controller: CanaryController = holder["controller"]
         return JSONResponse({**gateway().state(), "canary_controller": controller.last_decision})
 
-    @app.get("/admin/events")
+    @app.get(ADMIN_EVENTS_PATH)
     async def list_events(token: Token = None, since: Annotated[int, Query(ge=0)] = 0) -> Response:
         if refused := denied(token):
             return refused
@@ -359,7 +364,7 @@ def _admin_routes(
         assert settings.admin_token is not None
         try:
             answer = await gateway().client.post(
-                f"{replica.spec.url}/admin/reload",
+                f"{replica.spec.url}{WORKER_RELOAD_PATH}",
                 headers={ADMIN_TOKEN_HEADER: settings.admin_token},
                 timeout=5,
             )

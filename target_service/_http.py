@@ -10,7 +10,8 @@ from fastapi import FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-ADMIN_TOKEN_HEADER = "X-Admin-Token"
+from ._protocol import ADMIN_TOKEN_HEADER
+
 MAX_BODY_BYTES = 256 * 1024
 
 # Module level: FastAPI resolves these string annotations in the module's namespace.

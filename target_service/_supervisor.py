@@ -31,6 +31,7 @@ import httpx
 
 from ._errors import ServiceError
 from ._eventlog import EventKind
+from ._protocol import STACK_SECRET_HEADER
 from ._serve import write_atomically
 from ._stack_config import PoolName, StackConfig, worker_options
 
@@ -403,7 +404,7 @@ class Supervisor:
             httpx.post(
                 f"{self.gateway.url}/internal/events",
                 json={"kind": kind.value, "details": details},
-                headers={"X-Stack-Secret": self.secret},
+                headers={STACK_SECRET_HEADER: self.secret},
                 timeout=2,
             )
         except httpx.HTTPError as exc:

@@ -23,6 +23,7 @@ from ._errors import DeviceLostError, InferenceError, ServiceError
 from ._faults import FaultHooks, FaultKind
 from ._http import Token, check_token, error_response, install_error_handling
 from ._metrics import WorkerMetrics
+from ._protocol import WORKER_FAULTS_PATH, WORKER_RELOAD_PATH
 from ._registry import ModelRef, Registry
 
 log = logging.getLogger(__name__)
@@ -285,12 +286,12 @@ def _add_admin_routes(app: FastAPI, state: WorkerState) -> None:
         enabled = settings.fault_hooks or not hooks
         return check_token(settings.admin_token if enabled else None, token)
 
-    @app.get("/admin/faults")
+    @app.get(WORKER_FAULTS_PATH)
     async def list_faults(token: Token = None) -> Response:
         denied = check(token, hooks=True)
         return denied or JSONResponse(state.faults.snapshot().as_dict())
 
-    @app.post("/admin/faults/{kind}")
+    @app.post(WORKER_FAULTS_PATH + "/{kind}")
     async def set_fault(kind: str, request: Request, token: Token = None) -> Response:
         if denied := check(token, hooks=True):
             return denied
@@ -319,7 +320,7 @@ def _add_admin_routes(app: FastAPI, state: WorkerState) -> None:
         log.warning("fault hook set: %s %s", fault.value, payload)
         return JSONResponse(state.faults.snapshot().as_dict())
 
-    @app.delete("/admin/faults/{kind}")
+    @app.delete(WORKER_FAULTS_PATH + "/{kind}")
     async def clear_fault(kind: str, token: Token = None) -> Response:
         if denied := check(token, hooks=True):
             return denied
@@ -333,7 +334,7 @@ def _add_admin_routes(app: FastAPI, state: WorkerState) -> None:
         log.warning("fault hook cleared: %s", kind)
         return JSONResponse(state.faults.snapshot().as_dict())
 
-    @app.post("/admin/reload")
+    @app.post(WORKER_RELOAD_PATH)
     async def reload(token: Token = None) -> Response:
         if denied := check(token, hooks=False):
             return denied

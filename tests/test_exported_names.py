@@ -9,7 +9,6 @@ import types
 
 import pytest
 
-
 PACKAGES = ["chaos", "slo", "target_service"]
 
 
