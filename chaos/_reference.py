@@ -1,5 +1,5 @@
 """The scenario file reference in Markdown, generated from the scenario JSON Schema (which is
-generated from the models that validate the files), so the README's reference cannot drift: a
+generated from the models that validate the files), so docs/reference.md cannot drift: a
 test compares the two."""
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ def slo_schema() -> dict[str, Any]:
     defs = native.pop("$defs", {})
     openslo = {
         "type": "object",
-        "description": "An OpenSLO v1 SLO document (see the README for the fields ichaos reads)",
+        "description": "An OpenSLO v1 SLO document (docs/slos.md lists the fields ichaos reads)",
         "properties": {
             "apiVersion": {"const": "openslo/v1"},
             "kind": {"const": "SLO"},

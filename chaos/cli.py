@@ -18,17 +18,19 @@ from ._errors import ReportError, ScenarioError
 from ._events import Observer
 from ._gameday import load_gameday, run_gameday
 from ._loading import LoadedScenario, load_scenario
+from ._options import add_cli_options
 from ._progress import Progress
 from ._recording import recorders
 from ._reference import scenario_reference
 from ._report import render_index, render_run
 from ._runner import Runner, RunSettings
-from ._scenario import Backend, check_url
+from ._scenario import Backend
 from ._schema import SchemaKind
 from ._schema import schema as render_schema
 from ._version import __version__
 
 EXIT_USAGE = 2
+REPORTS = Path("reports")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,11 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gameday.add_argument("file", type=Path, metavar="FILE")
     gameday.add_argument("--yes", action="store_true", help="confirm operator steps unattended")
-    gameday.add_argument(
-        "--url", type=_url, help="a staging service (load and network faults only)"
-    )
-    gameday.add_argument("--seed", type=int, help="override every scenario's seed")
-    gameday.add_argument("--report-dir", type=Path, default=Path("reports"))
+    add_cli_options(gameday, without=("backend",))  # a game day's scenarios say theirs
     gameday.add_argument("--quiet", action="store_true", help="no per-request progress")
     schema = sub.add_parser(
         "schema",
@@ -66,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("-o", "--output", type=Path, help="write it to this file")
     schema.add_argument(
         "--markdown", action="store_true",
-        help="the scenario file reference in Markdown instead (the README's, generated)",
+        help="the scenario file reference in Markdown instead (docs/reference.md's, generated)",
     )  # fmt: skip
     # `target` and `models` are listed here for the help; main() hands them to the service.
     sub.add_parser("target", help="start, inspect or stop the reference stack (up | status | down)")
@@ -89,12 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         "input; 3: harness error (e.g. a fault could not be reverted).",
     )
     run.add_argument("files", nargs="+", type=Path, metavar="FILE", help="scenario YAML files")
-    run.add_argument(
-        "--backend", choices=[b.value for b in Backend], help="override the scenario's"
-    )
-    run.add_argument("--url", type=_url, help="the service's URL, for --backend url")
-    run.add_argument("--seed", type=int, help="override the scenario's seed")
-    run.add_argument("--report-dir", type=Path, default=Path("reports"), help="default: reports")
+    add_cli_options(run)
     run.add_argument("--quiet", action="store_true", help="print only the verdict lines")
 
     report = sub.add_parser(
@@ -111,13 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
     return parser
-
-
-def _url(value: str) -> str:
-    try:
-        return check_url(value)
-    except ValueError as exc:  # argparse then exits 2 with "argument --url: ..."
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _list(directory: Path) -> int:
@@ -182,7 +168,7 @@ def _run(args: argparse.Namespace) -> int:
     scenarios = _load_all(args.files)  # every file is checked before anything starts
     if scenarios is None:
         return EXIT_USAGE
-    backend = Backend(args.backend) if args.backend else (Backend.URL if args.url else None)
+    backend = args.backend or (Backend.URL if args.url else None)
     if args.url and backend is not Backend.URL:
         return _usage("--url goes with --backend url")
     problems = []
@@ -200,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
     if problems:
         return _usage("\n".join(problems))
     settings = RunSettings(
-        report_dir=args.report_dir, backend=backend, url=args.url, seed=args.seed
+        report_dir=args.report_dir or REPORTS, backend=backend, url=args.url, seed=args.seed
     )
     worst = 0
     lines: list[str] = []
@@ -235,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             loaded_day = load_gameday(args.file, url=args.url)
         except ScenarioError as exc:
             return _usage(str(exc))
-        settings = RunSettings(report_dir=args.report_dir, url=args.url, seed=args.seed)
+        settings = RunSettings(report_dir=args.report_dir or REPORTS, url=args.url, seed=args.seed)
         day = run_gameday(
             loaded_day, settings, yes=args.yes,
             observers=lambda: [] if args.quiet else [Progress()],

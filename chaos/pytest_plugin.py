@@ -5,10 +5,13 @@ experiments written in Python, and the run reports in pytest's own output.
   ``chaos_scenarios`` ini globs) is collected as one test, marked ``chaos``: ``pytest
   scenarios/`` runs the suite, ``pytest scenarios/worker-kill.yaml`` one scenario. A file that
   is not a scenario (no ``load:``) is left alone; an invalid scenario fails with its errors.
-- Options ``--chaos-backend``, ``--chaos-report DIR``, ``--chaos-seed`` (ini ``chaos_backend``,
-  ``chaos_report``, ``chaos_seed``).
+- Options ``--chaos-backend``, ``--chaos-url``, ``--chaos-report DIR``, ``--chaos-seed`` (ini
+  ``chaos_backend``, ``chaos_url``, ``chaos_report``, ``chaos_seed``), declared once with
+  ``ichaos run``'s in ``_options``; the header line shows the effective ones, and JUnit XML
+  carries each scenario's status, report and expectations as properties.
 - Fixtures: ``run_scenario`` (run a file or a scenario mapping, get the ``RunResult``),
-  ``chaos_stack`` (the reference stack behind Toxiproxy, started once per session),
+  ``chaos_stack`` (the session's target behind Toxiproxy: the reference stack, local or in
+  containers, or ``--chaos-url``; started once per session),
   ``chaos_toxiproxy`` (its Toxiproxy client) and ``chaos_load`` (an open-loop load generator
   aimed at it).
 """
@@ -28,10 +31,11 @@ import yaml
 
 from slo import SLOFileError, read_yaml_documents
 
-from ._backend import LocalTarget, Target
+from ._backend import LocalTarget, Target, UrlTarget
 from ._errors import ScenarioError
 from ._loadgen import LoadGenerator, LoadResult, RequestSpec
 from ._loading import load_scenario
+from ._options import OPTIONS, OptionError, add_pytest_options, settings_values
 from ._recording import recorders
 from ._runner import Runner, RunResult, RunSettings
 from ._scenario import Backend
@@ -43,17 +47,7 @@ _RESULTS = pytest.StashKey[list[RunResult]]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("chaos", "ichaos chaos experiments")
-    group.addoption(
-        "--chaos-backend", choices=[b.value for b in Backend], default=None,
-        help="run scenarios on this backend (default: each scenario's, or ini chaos_backend)",
-    )  # fmt: skip
-    group.addoption("--chaos-report", default=None, metavar="DIR",
-                    help="where run directories and reports go (default: reports)")  # fmt: skip
-    group.addoption("--chaos-seed", type=int, default=None, help="override every scenario's seed")
-    group.addoption("--chaos-url", default=None, help="the service, for --chaos-backend url")
-    parser.addini("chaos_backend", "default backend for scenarios", default="")
-    parser.addini("chaos_report", "default report directory", default="reports")
-    parser.addini("chaos_seed", "default seed override", default="")
+    add_pytest_options(group, parser)  # the same settings as `ichaos run`'s, declared once
     parser.addini(
         "chaos_scenarios", "extra globs of scenario files to collect", type="linelist", default=[]
     )
@@ -65,33 +59,27 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def settings(config: pytest.Config) -> RunSettings:
-    """The effective settings: command line first, then ini, then the defaults. A bad ini
-    value is a usage error that names what it accepts, never a bare ValueError."""
-    backend = config.getoption("--chaos-backend") or config.getini("chaos_backend") or None
-    if backend and backend not in {b.value for b in Backend}:
-        choices = ", ".join(b.value for b in Backend)
-        raise pytest.UsageError(f"chaos_backend = {backend!r}: expected one of {choices}")
-    seed = config.getoption("--chaos-seed")
-    raw_seed = str(config.getini("chaos_seed")).strip()
-    if seed is None and raw_seed:
-        try:
-            seed = int(raw_seed)
-        except ValueError:
-            raise pytest.UsageError(f"chaos_seed = {raw_seed!r}: expected an integer") from None
-    report = config.getoption("--chaos-report") or config.getini("chaos_report") or "reports"
-    root = config.rootpath
-    report_dir = Path(report) if Path(report).is_absolute() else root / report
-    return RunSettings(
-        report_dir=report_dir, backend=Backend(backend) if backend else None,
-        url=config.getoption("--chaos-url"), seed=seed,
-    )  # fmt: skip
+    """The effective settings: command line first, then ini, then the defaults. A bad value
+    is a usage error that names what it accepts, never a bare ValueError."""
+    flags = {o.field: config.getoption(f"--chaos-{o.plugin_name}") for o in OPTIONS}
+    ini = {o.ini: str(config.getini(o.ini)) for o in OPTIONS}
+    try:
+        values = settings_values(flags, ini)
+    except OptionError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    report = Path(values.pop("report_dir", "reports"))
+    values["report_dir"] = report if report.is_absolute() else config.rootpath / report
+    if "url" in values and "backend" not in values:
+        values["backend"] = Backend.URL  # a URL alone means the url backend, as in `ichaos run`
+    return RunSettings(**values)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     s = settings(config)
     backend = s.backend.value if s.backend else "per scenario"
     seed = "per scenario" if s.seed is None else str(s.seed)
-    return f"ichaos: backend={backend}, seed={seed}, reports={s.report_dir}"
+    url = f", url={s.url}" if s.url else ""
+    return f"ichaos: backend={backend}{url}, seed={seed}, reports={s.report_dir}"
 
 
 def _is_scenario_file(file_path: Path, config: pytest.Config) -> bool:
@@ -134,6 +122,7 @@ class ScenarioItem(pytest.Item):
             raise ScenarioFailed(str(exc)) from None
         result = Runner(loaded, settings(self.config), observers=recorders()).run()
         self.config.stash[_RESULTS].append(result)
+        self.user_properties.extend(properties(result))
         if not result.passed:
             raise ScenarioFailed(summary(result))
 
@@ -144,6 +133,19 @@ class ScenarioItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"scenario {self.name}"
+
+
+def properties(result: RunResult) -> list[tuple[str, str]]:
+    """What JUnit XML carries of a run, as the test case's properties: its status, report,
+    and each expectation as judged (``expect[0]``: ``met: … (measured …, 192 requests)``)."""
+    v = result.verdict
+    found = [("ichaos.status", v.status.value), ("ichaos.run_dir", str(result.run_dir)),
+             ("ichaos.report", str(result.report or ""))]  # fmt: skip
+    for index, outcome in enumerate(v.expectations):
+        value = "—" if outcome.measured is None else f"{outcome.measured:.4g}"
+        found.append((f"ichaos.expect[{index}]", f"{outcome.judgement.value}: "
+                      f"{outcome.description} (measured {value}, {outcome.evidence})"))  # fmt: skip
+    return found
 
 
 def summary(result: RunResult) -> str:
@@ -216,16 +218,32 @@ def run_scenario(request: pytest.FixtureRequest) -> Callable[..., RunResult]:
         base = dataclasses.replace(settings(config), **overrides)
         result = Runner(loaded, base, observers=recorders()).run()
         config.stash[_RESULTS].append(result)
+        request.node.user_properties.extend(properties(result))
         return result
 
     return run
 
 
 @pytest.fixture(scope="session")
-def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    """The reference stack, as processes behind the project's Toxiproxy, once per session."""
+def chaos_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Target]:
+    """The session's target, once per session, behind the project's Toxiproxy: the reference
+    stack as processes (the default) or containers (``--chaos-backend docker``), or the
+    service at ``--chaos-url`` (``--chaos-backend url``; it must answer ``/healthz``)."""
+    s = settings(request.config)
     run_dir = tmp_path_factory.mktemp("chaos-stack")
-    target = LocalTarget(None, run_dir, log=run_dir / "stack.log")
+    target: Target
+    if s.backend is Backend.URL:
+        if s.url is None:
+            raise pytest.UsageError("--chaos-backend url needs the service: --chaos-url URL")
+        target = UrlTarget(s.url, run_dir)
+    elif s.backend is Backend.DOCKER:
+        from ._docker import DockerTarget
+
+        target = DockerTarget(None, run_dir, log=run_dir / "stack.log")
+    else:
+        target = LocalTarget(None, run_dir, log=run_dir / "stack.log")
     try:
         yield target
     finally:
@@ -253,9 +271,11 @@ def chaos_load(chaos_stack: Target) -> Callable[..., LoadResult]:
         rate: float, seconds: float, body: dict[str, Any] | None = None, stream: bool = False
     ) -> LoadResult:
         spec = RequestSpec(body or {"prompt": "Why is the sky blue?", "max_new_tokens": 8}, stream)
+        host = {"Host": chaos_stack.host_header} if chaos_stack.host_header else {}
         generator = LoadGenerator(
-            chaos_stack.url, schedule(Constant(rate), seconds), lambda _i: spec
-        )
+            chaos_stack.url, schedule(Constant(rate), seconds), lambda _i: spec, headers=host,
+            server_hostname=chaos_stack.server_hostname,
+        )  # fmt: skip
         return asyncio.run(generator.run())
 
     return drive

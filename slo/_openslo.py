@@ -46,7 +46,7 @@ UNSUPPORTED: dict[str, str] = {
     "spec.objectives[].compositeWeight": "composite SLOs",
     "spec.objectives[].op: gt|gte": "gt/gte: a request is good at or under its threshold",
 }
-"""Every OpenSLO field or value that is rejected, and why (the README table is built from it)."""
+"""Every OpenSLO field or value that is rejected, and why (docs/slos.md's table is made of it)."""
 
 IGNORED: tuple[str, ...] = (
     "metadata.displayName",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -190,3 +191,68 @@ def test_stack_toxiproxy_and_load_fixtures_drive_the_real_stack(
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+def test_the_fixtures_honour_chaos_url_and_the_header_says_so(
+    project: tuple[pytest.Pytester, str, Service],
+) -> None:
+    pytester, url, _ = project
+    pytester.makepyfile(
+        test_by_url="""
+        def test_the_session_target_is_the_url(chaos_stack, chaos_toxiproxy, chaos_load):
+            assert chaos_stack.describe()["backend"] == "url"
+            assert list(chaos_stack.hops) == ["client"]
+            result = chaos_load(10, 1.0)
+            assert [r.status for r in result.records] == [200] * 10
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--chaos-url", url, "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"ichaos: backend=url, url={url}, seed=per scenario, reports=*"])
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--chaos-backend", "k8s"], "--chaos-backend = 'k8s': expected one of local, "),
+        (["--chaos-seed", "x"], "--chaos-seed = 'x': expected an integer"),
+        (["--chaos-url", "file:///etc/passwd"], "is not an http(s) URL with a host"),
+    ],
+)
+def test_a_bad_option_is_a_usage_error_naming_what_is_valid(
+    project: tuple[pytest.Pytester, str, Service], args: list[str], said: str
+) -> None:
+    pytester, _, _ = project
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert said in result.stderr.str() and "Traceback" not in result.stderr.str()
+
+
+def test_junit_xml_carries_each_scenarios_status_report_and_expectations(
+    project: tuple[pytest.Pytester, str, Service],
+) -> None:
+    pytester, url, _ = project
+    (pytester.path / "scenarios" / "steady.yaml").write_text(scenario(url))
+    pytester.runpytest_subprocess(
+        "scenarios", "--chaos-report", "out", "--junitxml", "junit.xml"
+    ).assert_outcomes(passed=1)
+    case = ElementTree.parse(pytester.path / "junit.xml").getroot().find(".//testcase")
+    assert case is not None
+    props = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert props["ichaos.status"] == "passed"
+    assert str(props["ichaos.report"]).endswith("-steady/index.html")
+    assert Path(str(props["ichaos.report"])).is_file()
+    assert props["ichaos.expect[0]"] == (
+        "met: 2xx share of all requests ≥ 100.0% (measured 1, 40 requests)"
+    )
+
+
+def test_the_cli_and_the_plugin_take_the_same_settings() -> None:
+    from chaos._options import OPTIONS
+    from chaos.cli import build_parser
+
+    run = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    flags = {a.dest: a.option_strings for a in run._actions}
+    for option in OPTIONS:
+        assert flags[option.field] == [f"--{option.cli_name}"]
+        assert option.ini == f"chaos_{option.plugin_name}"

@@ -82,12 +82,11 @@ def test_ichaos_schema_prints_or_writes(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "invalid choice: 'gameday'" in refused.stderr
 
 
-def test_the_readme_scenario_reference_is_the_generated_one() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    inside = readme.split(START, 1)[1].split(END, 1)[0]
+def test_the_docs_scenario_reference_is_the_generated_one() -> None:
+    page = (ROOT / "docs" / "reference.md").read_text(encoding="utf-8")
+    inside = page.split(START, 1)[1].split(END, 1)[0]
     assert inside.strip() == scenario_reference().strip(), (
-        "the README's scenario reference is stale: paste `ichaos schema --markdown` between "
-        "its markers"
+        "docs/reference.md is stale: paste `ichaos schema --markdown` between its markers"
     )
 
 
