@@ -4,6 +4,7 @@ HarnessError
 ├── WaitTimeout          a condition awaited with ``wait_until`` did not hold in time
 │   └── ProcessExited    ... because the process it depended on exited first
 ├── ScenarioError        a scenario file is invalid (raised before anything starts)
+├── OptionError          a run setting (a flag, an ini key) has a value it cannot take
 ├── InjectionError       a fault injector failed
 │   ├── ApplyError       ... to apply (nothing of it is left applied)
 │   └── RevertError      ... to revert (the run fails with the harness-error exit code)
@@ -64,6 +65,11 @@ class EngineUnavailable(BackendError):
 
 class EngineBroken(BackendError):
     """The engine answers its API but cannot start a container; the message is the engine's."""
+
+
+class OptionError(HarnessError, ValueError):
+    """A run setting given on a command line or in an ini file has a value it cannot take;
+    the message names the setting, the value and what it accepts."""
 
 
 class ReportError(HarnessError):

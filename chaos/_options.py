@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._errors import OptionError
 from ._scenario import Backend, check_url
 
 
@@ -83,10 +84,6 @@ OPTIONS: tuple[RunOption, ...] = (
         metavar="DIR",
     ),
 )
-
-
-class OptionError(ValueError):
-    """A value that is not one of a setting's: ``where`` says how it was given."""
 
 
 def parse_option(option: RunOption, text: str, where: str) -> Any:

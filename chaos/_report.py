@@ -353,8 +353,8 @@ def _charts(data: RunData) -> str:
 def _stream_charts(
     data: RunData, bins: list[list[dict[str, Any]]], common: dict[str, Any]
 ) -> list[str]:
-    """Time to first token, inter-token latency, time per output token and each answer's
-    output tokens per second, where the load streamed."""
+    """Time to first token, inter-token latency and time per output token where the load
+    streamed; each answer's output tokens per second wherever answers counted tokens."""
     out: list[str] = []
     if any(r.get("ttft_s") is not None for r in data.requests):
         ttft = []

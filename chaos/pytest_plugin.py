@@ -32,10 +32,10 @@ import yaml
 from slo import SLOFileError, read_yaml_documents
 
 from ._backend import LocalTarget, Target, UrlTarget
-from ._errors import ScenarioError
+from ._errors import OptionError, ScenarioError
 from ._loadgen import LoadGenerator, LoadResult, RequestSpec
 from ._loading import load_scenario
-from ._options import OPTIONS, OptionError, add_pytest_options, settings_values
+from ._options import OPTIONS, add_pytest_options, settings_values
 from ._recording import recorders
 from ._runner import Runner, RunResult, RunSettings
 from ._scenario import Backend

@@ -60,6 +60,7 @@ def test_the_page_loads_draws_its_charts_and_fetches_nothing(tmp_path: Path) -> 
                 "ttft",
                 "itl",
                 "tpot",
+                "output-tps",
                 "budget",
                 "burn",
             ]
@@ -71,7 +72,7 @@ def test_the_page_loads_draws_its_charts_and_fetches_nothing(tmp_path: Path) -> 
             bands = page.eval_on_selector_all(
                 "svg.chart .band rect", "els => els.map(e => e.getBBox().width)"
             )
-            assert len(bands) == 7 and all(width > 100 for width in bands)  # the fault, on all 7
+            assert len(bands) == 8 and all(width > 100 for width in bands)  # the fault, on all 8
             light = page.evaluate("getComputedStyle(document.body).backgroundColor")
             page.screenshot(path=str(ARTEFACTS / "report-light.png"), full_page=True)
 
@@ -87,3 +88,20 @@ def test_the_page_loads_draws_its_charts_and_fetches_nothing(tmp_path: Path) -> 
     assert errors == []
     assert fetched == [page_file.as_uri()]
     assert (ARTEFACTS / "report-light.png").stat().st_size > 10_000
+
+
+def test_the_readme_picture_script_renders_a_run(tmp_path: Path) -> None:
+    """docs/screenshot.py (which makes docs/report.png from a real run) keeps working."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "screenshot", Path(__file__).resolve().parents[2] / "docs" / "screenshot.py"
+    )
+    assert spec is not None and spec.loader is not None
+    screenshot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screenshot)
+    run = make_run(tmp_path, "pictured", stream=True)
+    render_run(run)
+    out = tmp_path / "report.png"
+    screenshot.shoot(run, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
