@@ -59,7 +59,7 @@ def _status(pattern: dict[str, Any]) -> str:
 
 
 def _table(name: str, model: dict[str, Any]) -> list[str]:
-    lines = [f"#### {name}", ""]
+    lines = [f"## {name}", ""]
     if model.get("description"):
         lines += [" ".join(str(model["description"]).split()), ""]
     lines += ["| field | type | default | meaning |", "|---|---|---|---|"]
@@ -82,5 +82,5 @@ def scenario_reference() -> str:
             lines += _table(name, model)
         elif "enum" in model:
             values = ", ".join(f"`{v}`" for v in model["enum"])
-            lines += [f"#### {name}", "", f"One of {values}.", ""]
+            lines += [f"## {name}", "", f"One of {values}.", ""]
     return "\n".join(lines).rstrip() + "\n"
