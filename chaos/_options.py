@@ -1,6 +1,6 @@
 """The run settings a user gives from outside a scenario, declared once: ``ichaos run``'s flags
 and the pytest plugin's options and ini keys are all made from :data:`OPTIONS`, and every value,
-whichever way it came, is read by the same function into :class:`RunSettings`.
+whichever way it came, is read by its option's own ``parse``.
 
 =========== ================= ====================== ==================
 setting     ``ichaos run``    pytest                 pytest ini
@@ -125,20 +125,15 @@ def add_pytest_options(group: Any, parser: Any) -> None:
         parser.addini(option.ini, option.help, default="")
 
 
-def settings_values(
-    flags: Mapping[str, Any], ini: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """The settings given: a flag (already a value, or text from pytest) before its ini key;
+def settings_values(flags: Mapping[str, str | None], ini: Mapping[str, str]) -> dict[str, Any]:
+    """The settings given to pytest, as text: a ``--chaos-*`` flag before its ini key.
     :class:`OptionError` names the first bad one and what it accepts."""
     values: dict[str, Any] = {}
     for option in OPTIONS:
-        given = flags.get(option.field)
-        if isinstance(given, str):
-            given = parse_option(option, given, f"--chaos-{option.plugin_name}")
-        if given is None and ini is not None:
-            text = str(ini.get(option.ini) or "").strip()
-            if text:
-                given = parse_option(option, text, option.ini)
-        if given is not None:
-            values[option.field] = given
+        flag = flags.get(option.field)
+        text = str(ini.get(option.ini) or "").strip()
+        if flag is not None:
+            values[option.field] = parse_option(option, flag, f"--chaos-{option.plugin_name}")
+        elif text:
+            values[option.field] = parse_option(option, text, option.ini)
     return values

@@ -89,7 +89,7 @@ def parse(text: str, content_type: str = "") -> list[_Sample]:
     ]
 
 
-def _names(series: MetricSeries, sample: _Sample) -> str | None:
+def _part(series: MetricSeries, sample: _Sample) -> str | None:
     """Which part of ``series`` the sample is: ``value``, ``sum`` or ``count`` (None: none)."""
     metric = series.metric
     if series.read is Reading.MEAN:
@@ -220,7 +220,7 @@ class Scraper:
             if isinstance(samples, str):
                 continue
             for sample in samples:
-                part = _names(series, sample)
+                part = _part(series, sample)
                 if part is None or not _matches(series, sample) or not math.isfinite(sample.value):
                     continue
                 matched = True
