@@ -4,7 +4,7 @@ tokens ``--itl-ms`` apart (one token per chunk), so the true TTFT, inter-token l
 end-to-end latency are given, not measured.
 
     python bench/_openai_server.py --ttft-ms 80 --itl-ms 20 --tokens 32
-    # prints the port on stdout, serves until killed
+    # prints the port on stdout (--port N: that one), serves until killed
 
 ``POST /v1/completions`` and ``POST /v1/chat/completions`` (streamed when the body says
 ``"stream": true``: ``data:`` chunks, a ``usage`` chunk, ``data: [DONE]``; else one JSON answer
@@ -150,9 +150,9 @@ async def _serve(
         writer.close()
 
 
-async def _main(timing: _Timing) -> None:
+async def _main(timing: _Timing, port: int = 0) -> None:
     server = await asyncio.start_server(
-        lambda r, w: _serve(r, w, timing), "127.0.0.1", 0, backlog=1024
+        lambda r, w: _serve(r, w, timing), "127.0.0.1", port, backlog=1024
     )
     port = server.sockets[0].getsockname()[1]
     sys.stdout.write(f"{port}\n")
@@ -166,6 +166,8 @@ if __name__ == "__main__":
     parser.add_argument("--ttft-ms", type=float, default=80.0)
     parser.add_argument("--itl-ms", type=float, default=20.0)
     parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--port", type=int, default=0, help="default: one the OS picks")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(_Timing(args.ttft_ms / 1000, args.itl_ms / 1000, args.tokens)))
+        timing = _Timing(args.ttft_ms / 1000, args.itl_ms / 1000, args.tokens)
+        asyncio.run(_main(timing, args.port))

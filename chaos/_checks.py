@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from slo import Issue, SLODocument, format_duration
 
 from ._scenario import (
+    Backend,
     BudgetCeiling,
     BurnRateAbort,
     CanaryRollback,
     FallbackShare,
+    Gateway,
     GpuFaultSpec,
+    Link,
     MetricAbort,
     MetricExpectation,
     MetricProbe,
@@ -29,12 +32,14 @@ from ._scenario import (
     ProcessFault,
     Replicas,
     Scenario,
+    ServiceRef,
     SliProbe,
     SLOMet,
     StatusShare,
     ToxicFault,
     _Fault,
 )
+from ._stackfile import StackFile
 
 
 def scenario_issues(scenario: Scenario) -> list[Issue]:
@@ -61,7 +66,8 @@ def slo_name_issues(scenario: Scenario, known: list[str]) -> list[Issue]:
 
 
 def stack_issues(scenario: Scenario, replicas: Mapping[Pool, int]) -> list[Issue]:
-    """Hops and targets naming replicas the stack does not have."""
+    """Hops and targets naming replicas the reference stack does not have, and the services
+    and links only a services stack file has."""
     found = []
     for index, fault in enumerate(scenario.faults):
         for field, spec in _replica_fields(fault):
@@ -69,7 +75,87 @@ def stack_issues(scenario: Scenario, replicas: Mapping[Pool, int]) -> list[Issue
             problem = _missing_replicas(spec, have)
             if problem:
                 found.append(Issue(("faults", index, *field), problem))
+        for name, what in _service_fields(fault):
+            why = "the reference stack has pools and a gateway; services and links are a "
+            found.append(Issue(("faults", index, name), f"{what}: {why}services stack file's"))
+    for index, source in enumerate(scenario.metrics.sources if scenario.metrics else []):
+        if source.service is not None:
+            why = "(scrape `replicas` of a pool, or the gateway's `path`)"
+            message = f"service {source.service!r}: the reference stack has no services {why}"
+            found.append(Issue(("metrics", "sources", index, "service"), message))
     return found
+
+
+def _service_fields(fault: _Fault) -> Iterator[tuple[str, str]]:
+    """Where a fault names a service or a link of a services stack file."""
+    if isinstance(fault, ToxicFault | PartitionFault) and isinstance(fault.hop, Link):
+        yield "hop", f"link {fault.hop.key}"
+    if isinstance(fault, ProcessFault) and isinstance(fault.target, ServiceRef):
+        yield "target", fault.target.describe()
+    if isinstance(fault, ModelFault) and fault.service is not None:
+        yield "service", f"service {fault.service}"
+
+
+def services_stack_issues(scenario: Scenario, stack: StackFile) -> list[Issue]:
+    """What a scenario asks of a services stack file that the file does not have: links and
+    services it does not declare, pools and a gateway it has not got, a model fault on a
+    service without a model directory, a restart of a service that is never restarted."""
+    found: list[Issue] = []
+    names = list(stack.services)
+    if scenario.backend is not Backend.LOCAL:
+        found.append(Issue(("backend",), f"a services stack file runs on the local backend, "
+                           f"not {scenario.backend.value}"))  # fmt: skip
+    for index, fault in enumerate(scenario.faults):
+        where = ("faults", index)
+        hop = fault.hop if isinstance(fault, ToxicFault | PartitionFault) else None
+        if isinstance(hop, Link) and stack.link(hop.key) is None:
+            links = [link.hop for link in stack.links] or "none"
+            message = f"the stack file declares no link {hop.key} (links: {links})"
+            found.append(Issue((*where, "hop"), message))
+        for field, what in _pool_fields(fault):
+            found.append(Issue((*where, field), f"{what}: a services stack file has no pools or "
+                               f"gateway; name a service ({names}) or a link"))  # fmt: skip
+        if isinstance(fault, GpuFaultSpec):
+            why = "GPU fault hooks are the reference workers' admin API: services have none"
+            found.append(Issue((*where, "kind"), why))
+        service = None
+        if isinstance(fault, ProcessFault) and isinstance(fault.target, ServiceRef):
+            service, field = fault.target.service, "target"
+        if isinstance(fault, ModelFault) and fault.service is not None:
+            service, field = fault.service, "service"
+        if service is None:
+            continue
+        if service not in stack.services:
+            found.append(Issue((*where, field), f"no service named {service!r} ({names})"))
+            continue
+        spec = stack.services[service]
+        if isinstance(fault, ModelFault) and spec.model_dir is None:
+            found.append(Issue((*where, field), f"service {service} declares no `model_dir`"))
+    for index, source in enumerate(scenario.metrics.sources if scenario.metrics else []):
+        at = ("metrics", "sources", index)
+        if source.replicas is not None:
+            found.append(Issue((*at, "replicas"), "a services stack file has no pools: scrape a "
+                               "`service`"))  # fmt: skip
+        elif source.service is not None:
+            if source.service not in stack.services:
+                found.append(Issue((*at, "service"), f"no service named {source.service!r} "
+                                   f"({names})"))  # fmt: skip
+            elif stack.services[source.service].metrics is None and (
+                "path" not in source.model_fields_set
+            ):
+                found.append(Issue((*at, "service"), f"service {source.service} declares no "
+                                   "`metrics` path: give the source a `path`"))  # fmt: skip
+    return found
+
+
+def _pool_fields(fault: _Fault) -> Iterator[tuple[str, str]]:
+    """Where a fault names pools, replicas, the gateway or the registry."""
+    for field, spec in _replica_fields(fault):
+        yield field[0], spec.describe()
+    if isinstance(fault, ProcessFault) and isinstance(fault.target, Gateway):
+        yield "target", "the gateway"
+    if isinstance(fault, ModelFault) and fault.model is not None:
+        yield "model", f"registry model {fault.model}"
 
 
 def _missing_replicas(spec: Replicas, have: int) -> str | None:
@@ -263,14 +349,17 @@ def _span(scenario: Scenario, index: int, fault: _Fault) -> _Span | None:
         )
         return _Span(index, resource, touches, fault.at, end)
     if isinstance(fault, ModelFault):
-        models = {fault.model, *([fault.swap_with] if fault.swap_with else [])}
+        models = {fault.model or f"service {fault.service}",
+                  *([fault.swap_with] if fault.swap_with else [])}  # fmt: skip
         return _Span(index, "model", frozenset((m, None) for m in models), fault.at, end)
     return None
 
 
-def _hop_set(hop: Replicas | str) -> frozenset[tuple[str, int | None]]:
+def _hop_set(hop: Replicas | Link | str) -> frozenset[tuple[str, int | None]]:
     if isinstance(hop, str):
         return frozenset({(hop, None)})
+    if isinstance(hop, Link):
+        return frozenset({(hop.key, None)})
     indices = hop.indices()
     if indices is None:
         return frozenset({(hop.pool.value, None)})
@@ -279,7 +368,9 @@ def _hop_set(hop: Replicas | str) -> frozenset[tuple[str, int | None]]:
 
 def _describe(fault: _Fault) -> str:
     if isinstance(fault, ModelFault):
-        return fault.model
+        return fault.model or f"the model of service {fault.service}"
     if isinstance(fault, ToxicFault | PartitionFault) and isinstance(fault.hop, Replicas):
         return fault.hop.describe()
+    if isinstance(fault, ToxicFault | PartitionFault) and isinstance(fault.hop, Link):
+        return fault.hop.key
     return "client"

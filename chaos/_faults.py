@@ -25,13 +25,16 @@ from ._scenario import (
     FaultSpec,
     Gateway,
     GpuFaultSpec,
+    Link,
     ModelFault,
     PartitionFault,
     PartitionMethod,
     ProcessFault,
     Replicas,
+    ServiceRef,
     ToxicFault,
 )
+from ._services import ServicesTarget, service_model_path
 from ._toxiproxy import Toxic
 
 
@@ -89,16 +92,16 @@ class ModelFaultInjector(Injector):
 
     def __init__(
         self, corruption: ModelCorruptionInjector, reload: Callable[[], None], label: str,
-        *, restarts: bool = False,
+        *, restarts: bool = False, verify: Callable[[], None] | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         self.corruption, self._reload, self.label = corruption, reload, label
-        self._restarts = restarts
+        self._restarts, self._verify = restarts, verify
 
     @property
     def provokes(self) -> frozenset[str]:
         # A reload by restart: the harness itself ends the worker; its exit is no detection.
-        return frozenset({"worker_exited"}) if self._restarts else frozenset()
+        return frozenset({"worker_exited", "service_exited"}) if self._restarts else frozenset()
 
     @property
     def description(self) -> str:
@@ -114,7 +117,11 @@ class ModelFaultInjector(Injector):
 
     def _revert(self) -> None:
         self.corruption.revert()
-        self._reload()
+        try:
+            if self._verify is not None:
+                self._verify()
+        finally:
+            self._reload()
 
 
 def choose(target: Target, spec: Replicas, rng: random.Random) -> list[int]:
@@ -135,9 +142,11 @@ def choose(target: Target, spec: Replicas, rng: random.Random) -> list[int]:
     return indexes
 
 
-def _hop_proxies(target: Target, hop: str | Replicas, rng: random.Random) -> list[str]:
+def _hop_proxies(target: Target, hop: str | Replicas | Link, rng: random.Random) -> list[str]:
     if hop == "client":
         keys = ["client"]
+    elif isinstance(hop, Link):
+        keys = [hop.key]
     else:
         assert isinstance(hop, Replicas)
         keys = [f"{hop.pool.value}[{i}]" for i in choose(target, hop, rng)]
@@ -170,6 +179,8 @@ def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Rando
                 parts.append(PartitionInjector(client, proxy))
         return InjectorGroup(f"{name} on {', '.join(proxies)}", parts)
     if isinstance(spec, ProcessFault):
+        if isinstance(spec.target, ServiceRef):
+            return _services(target, name).service_signal(spec.target.service, spec.signal)
         if isinstance(spec.target, Gateway):
             return target.process_fault(None, spec.signal, "the gateway")
         indexes = choose(target, spec.target, rng)
@@ -193,6 +204,8 @@ def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Rando
             ],
         )
     if isinstance(spec, ModelFault):
+        if spec.service is not None:
+            return _service_model_injector(name, spec, spec.service, target, rng)
         return _model_injector(name, spec, target, rng)
     if isinstance(spec, BurstFault):  # pragma: no cover - the runner handles bursts itself
         raise ApplyError("bursts are started by the runner")
@@ -211,11 +224,42 @@ def _model_file(name: str, registry: Path, ref: str, file: str) -> Path:
     return path
 
 
+def _services(target: Target, name: str) -> ServicesTarget:
+    if not isinstance(target, ServicesTarget):
+        raise ApplyError(f"{name}: services are a services stack file's; this target has none")
+    return target
+
+
+def _service_model_injector(
+    name: str, spec: ModelFault, service: str, target: Target, rng: random.Random
+) -> ModelFaultInjector:
+    """A file of a service's model directory damaged; with ``reload: restart`` the service is
+    restarted to load it, and again after the restore; the revert holds only when the whole
+    directory is byte for byte what it was at the start of the run."""
+    services = _services(target, name)
+    path = service_model_path(services, service, spec.file)
+    corruption = ModelCorruptionInjector(
+        path, spec.corruption, target.state, seed=rng.randrange(2**31)
+    )
+    restart = spec.reload == "restart"
+
+    def reload() -> None:
+        if restart:
+            services.restart_service(service)
+
+    label = f"{spec.corruption.value} of {service}'s {spec.file}, {spec.reload} of {service}"
+    return ModelFaultInjector(
+        corruption, reload, label, restarts=restart,
+        verify=lambda: services.verify_model_dir(service),
+    )  # fmt: skip
+
+
 def _model_injector(
     name: str, spec: ModelFault, target: Target, rng: random.Random
 ) -> ModelFaultInjector:
     if target.registry is None:
         raise ApplyError(f"{name}: this target has no model registry")
+    assert spec.model is not None  # the model refuses a fault with neither model nor service
     path = _model_file(name, target.registry, spec.model, spec.file)
     swap = None
     if spec.swap_with is not None:

@@ -19,9 +19,10 @@ from slo import (
     read_document_text,
 )
 
-from ._checks import scenario_issues, slo_name_issues, stack_issues
+from ._checks import scenario_issues, services_stack_issues, slo_name_issues, stack_issues
 from ._errors import ScenarioError
-from ._scenario import Backend, Pool, PromptFile, PromptSet, Scenario, SLOFile
+from ._scenario import Backend, Pool, PromptFile, PromptSet, Scenario, Service, SLOFile
+from ._stackfile import MAX_STACK_BYTES, LoadedStack, is_services_stack, load_stack_file
 
 MAX_PROMPT_BYTES = 8 << 20
 
@@ -35,6 +36,8 @@ class LoadedScenario:
     text: str
     slos: list[SLO]
     prompts: list[str]
+    services: LoadedStack | None = None
+    """the services stack file the scenario runs on (None: the reference stack, or a URL)."""
 
 
 _PROMPTS: dict[PromptSet, list[str]] = {
@@ -72,9 +75,9 @@ def load_scenario(path: str | Path) -> LoadedScenario:
         if not slo_issues:
             issues += slo_name_issues(scenario, [s.name for s in slos])
         prompts, prompt_issues = _prompts(scenario.load.prompts, base)
-        stack, stack_problems = _stack(scenario, base)
+        stack, services, stack_problems = _stack(scenario, base)
         ca_file, ca_problems = _ca_file(scenario, base)
-        found.update(slos=slos, prompts=prompts, stack=stack, ca_file=ca_file)
+        found.update(slos=slos, prompts=prompts, stack=stack, ca_file=ca_file, services=services)
         return [*issues, *prompt_issues, *stack_problems, *ca_problems]
 
     try:
@@ -87,8 +90,23 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     if found["ca_file"] != scenario.service.ca_file:
         service = scenario.service.model_copy(update={"ca_file": found["ca_file"]})
         scenario = scenario.model_copy(update={"service": service})
+    services: LoadedStack | None = found["services"]
+    if services is not None:
+        scenario = scenario.model_copy(update={"service": entry_service(scenario, services)})
     return LoadedScenario(scenario=scenario, path=source, text=text, slos=found["slos"],
-                          prompts=found["prompts"])  # fmt: skip
+                          prompts=found["prompts"], services=services)  # fmt: skip
+
+
+def entry_service(scenario: Scenario, services: LoadedStack) -> Service:
+    """The scenario's ``service`` block, with the API and model the stack file's entry service
+    declares where the scenario leaves them out."""
+    entry = services.stack.services[services.stack.entry_service]
+    update: dict[str, Any] = {}
+    if "api" not in scenario.service.model_fields_set and entry.api is not None:
+        update["api"] = entry.api
+    if scenario.service.model is None and entry.model is not None:
+        update["model"] = services.model_name(services.stack.entry_service)
+    return scenario.service.model_copy(update=update) if update else scenario.service
 
 
 def read_slo_entries(
@@ -142,20 +160,34 @@ def _prompts(spec: PromptSet | PromptFile, base: Path) -> tuple[list[str], list[
     return prompts, []
 
 
-def _stack(scenario: Scenario, base: Path) -> tuple[Path | None, list[Issue]]:
-    """The stack file made absolute, and the problems of running this scenario on it: a file
-    that is not a valid stack file, hops or replicas it does not have."""
+def _stack(scenario: Scenario, base: Path) -> tuple[Path | None, LoadedStack | None, list[Issue]]:
+    """The stack file made absolute, the services stack file it is (None: the reference
+    stack's), and the problems of running this scenario on it: a file that is not a valid stack
+    file, hops, replicas, services or links it does not have."""
     stack = scenario.stack
     if stack is not None and not stack.is_absolute():
         stack = base / stack
     if scenario.backend is Backend.URL:
-        return stack, []
+        if stack is not None:
+            return stack, None, [Issue(("stack",), "`stack` is not for `backend: url`")]
+        return stack, None, []
     if stack is not None and not stack.is_file():
-        return stack, [Issue(("stack",), f"no such file {stack}")]
+        return stack, None, [Issue(("stack",), f"no such file {stack}")]
+    if stack is not None:
+        try:
+            services_file = is_services_stack(read_document_text(stack, max_bytes=MAX_STACK_BYTES))
+        except SLOFileError as exc:
+            return stack, None, [Issue(("stack",), str(exc))]
+        if services_file:
+            try:
+                services = load_stack_file(stack)
+            except ScenarioError as exc:
+                return stack, None, [Issue(("stack",), _indent(str(exc)))]
+            return stack, services, services_stack_issues(scenario, services.stack)
     replicas = _replicas(stack)
     if isinstance(replicas, str):
-        return stack, [Issue(("stack",), replicas)]
-    return stack, [] if replicas is None else stack_issues(scenario, replicas)
+        return stack, None, [Issue(("stack",), replicas)]
+    return stack, None, [] if replicas is None else stack_issues(scenario, replicas)
 
 
 def _ca_file(scenario: Scenario, base: Path) -> tuple[Path | None, list[Issue]]:

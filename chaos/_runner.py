@@ -67,6 +67,7 @@ from ._scenario import (
     SliProbe,
 )
 from ._scrape import Scrape, Scraper, endpoints_of, scrape_event, summarise
+from ._services import ServicesTarget
 from ._shapes import Constant, schedule
 from ._verdict import (
     Abort,
@@ -140,6 +141,10 @@ def default_target(loaded: LoadedScenario, settings: RunSettings, run_dir: Path)
             raise HarnessError(str(exc)) from exc
         return UrlTarget(url, run_dir, health=scenario.service.health_path, headers=headers,
                          verify=scenario.service.ssl_context())  # fmt: skip
+    if loaded.services is not None:
+        if backend is not Backend.LOCAL:
+            raise HarnessError(f"a services stack file runs on the local backend, not {backend}")
+        return ServicesTarget(loaded.services, run_dir)
     if backend is Backend.DOCKER:
         from ._docker import DockerTarget
 

@@ -377,34 +377,85 @@ class Gateway(_Strict):
     """`true`: the gateway process (or container)."""
 
 
+_SERVICE = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
+class ServiceRef(_Strict):
+    """A service of a services stack file, by name."""
+
+    service: str = Field(pattern=_SERVICE)
+    """the service's name in the stack file."""
+
+    def describe(self) -> str:
+        return f"service {self.service}"
+
+
+class Link(_Strict):
+    """A link between two services of a services stack file (its own Toxiproxy proxy)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+    from_: str = Field(alias="from", pattern=_SERVICE)
+    """the service that connects."""
+    to: str = Field(pattern=_SERVICE)
+    """the service it connects to."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.from_}->{self.to}"
+
+
 _INDEX_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 1023}
 
 
 def _hop(value: Any) -> Any:
-    """``client`` or ``primary[0]``-style shorthand for a gateway→worker hop."""
+    """``client``, ``primary[0]``-style shorthand for a gateway→worker hop, or ``router->model``
+    for a link of a services stack file."""
+    if isinstance(value, str) and "->" in value:
+        source, _, dest = (part.strip() for part in value.partition("->"))
+        return {"from": source, "to": dest}
     if isinstance(value, str) and value != "client":
         match = re.fullmatch(r"(primary|canary|fallback)(?:\[([0-9]{1,4})\])?", value)
         if not match:
             raise ValueError(
-                f"invalid hop {value!r}: `client` (client → gateway) or a worker link such as "
-                "`primary[0]`, `canary[0]`, `fallback[0]` or `primary` (every replica)"
+                f"invalid hop {value!r}: `client` (client → gateway), a worker link such as "
+                "`primary[0]`, `canary[0]`, `fallback[0]` or `primary` (every replica), or a "
+                "link of a services stack file such as `router->model`"
             )
         index = None if match[2] is None else int(match[2])
         return {"pool": match[1], "index": index}
     return value
 
 
+def _hop_kind(value: Any) -> str:
+    if isinstance(value, Link) or (isinstance(value, dict) and "pool" not in value
+                                   and ("from" in value or "from_" in value)):  # fmt: skip
+        return "link"
+    return "replicas" if isinstance(value, dict | Replicas) else "client"
+
+
 Hop = Annotated[
-    Annotated[Literal["client"], Tag("client")] | Annotated[Replicas, Tag("replicas")],
-    Discriminator(lambda v: "replicas" if isinstance(v, dict | Replicas) else "client"),
+    Annotated[Literal["client"], Tag("client")]
+    | Annotated[Replicas, Tag("replicas")]
+    | Annotated[Link, Tag("link")],
+    Discriminator(_hop_kind),
     BeforeValidator(_hop),
     WithJsonSchema(
         {
             "anyOf": [
                 {
                     "type": "string",
-                    "pattern": r"^(client|(primary|canary|fallback)(\[[0-9]{1,4}\])?)$",
-                    "examples": ["client", "primary[0]", "primary"],
+                    "pattern": r"^(client|(primary|canary|fallback)(\[[0-9]{1,4}\])?"
+                    r"|[A-Za-z0-9][A-Za-z0-9_-]{0,63} *-> *[A-Za-z0-9][A-Za-z0-9_-]{0,63})$",
+                    "examples": ["client", "primary[0]", "primary", "router->model"],
+                },
+                {
+                    "type": "object",
+                    "properties": {
+                        "from": {"type": "string", "pattern": _SERVICE},
+                        "to": {"type": "string", "pattern": _SERVICE},
+                    },
+                    "required": ["from", "to"],
+                    "additionalProperties": False,
                 },
                 {
                     "type": "object",
@@ -432,18 +483,21 @@ Hop = Annotated[
 
 
 def _target_kind(value: Any) -> str:
-    return (
-        "gateway"
-        if isinstance(value, Gateway) or (isinstance(value, dict) and "gateway" in value)
-        else "replicas"
-    )
+    if isinstance(value, Gateway) or (isinstance(value, dict) and "gateway" in value):
+        return "gateway"
+    if isinstance(value, ServiceRef) or (isinstance(value, dict) and "service" in value):
+        return "service"
+    return "replicas"
 
 
 ProcessTarget = Annotated[
-    Annotated[Replicas, Tag("replicas")] | Annotated[Gateway, Tag("gateway")],
+    Annotated[Replicas, Tag("replicas")]
+    | Annotated[Gateway, Tag("gateway")]
+    | Annotated[ServiceRef, Tag("service")],
     Discriminator(_target_kind),
 ]
-"""Workers (``{pool: primary, index: 0}``) or the gateway (``{gateway: true}``)."""
+"""Workers (``{pool: primary, index: 0}``), the gateway (``{gateway: true}``) or a service of a
+services stack file (``{service: model}``)."""
 
 
 class _Fault(_Strict):
@@ -464,7 +518,8 @@ class ToxicFault(_Fault):
     kind: Literal["toxic"]
     """`toxic`: a Toxiproxy toxic on a hop."""
     hop: Hop
-    """`client`, or replicas of a pool (their gateway→worker links)."""
+    """`client`, replicas of a pool (their gateway→worker links), or a link of a services
+    stack file (`router->model`)."""
     toxic: ToxicType
     """the toxic's type: latency, bandwidth, timeout, reset_peer, slow_close, slicer, limit_data."""
     stream: Stream = Stream.DOWNSTREAM
@@ -523,15 +578,18 @@ class PartitionFault(_Fault):
     kind: Literal["partition"]
     """`partition`: cut a hop off."""
     hop: Hop
-    """`client`, or replicas of a pool (their gateway→worker links)."""
+    """`client`, replicas of a pool (their gateway→worker links), or a link of a services
+    stack file (`router->model`)."""
     method: PartitionMethod = PartitionMethod.PROXY
     """`proxy` (the hop's Toxiproxy proxy disabled) or `network` (docker: the container
     disconnected)."""
 
     @model_validator(mode="after")
     def _network_cuts_replicas(self) -> PartitionFault:
-        if self.method is PartitionMethod.NETWORK and self.hop == "client":
-            raise ValueError("`method: network` cuts replicas off; the client hop has no container")
+        if self.method is PartitionMethod.NETWORK and not isinstance(self.hop, Replicas):
+            raise ValueError(
+                "`method: network` cuts replicas off (docker backend); this hop has no container"
+            )
         return self
 
 
@@ -544,7 +602,8 @@ class ProcessFault(_Fault):
     """`kill` (SIGKILL), `terminate` (SIGTERM) or `pause` (SIGSTOP, resumed with SIGCONT when
     reverted)."""
     target: ProcessTarget
-    """replicas of a pool, or `{gateway: true}`."""
+    """replicas of a pool, `{gateway: true}`, or a service of a services stack file
+    (`{service: model}`)."""
 
     @model_validator(mode="after")
     def _pause_needs_duration(self) -> ProcessFault:
@@ -616,7 +675,11 @@ class ModelFault(_Fault):
 
     kind: Literal["model"]
     """`model`: damage a model file in the registry (restored byte for byte)."""
-    model: str = Field(pattern=_MODEL_REF, description="NAME:VERSION")
+    model: str | None = Field(default=None, pattern=_MODEL_REF)
+    """NAME:VERSION of the registry (the reference stack)."""
+    service: str | None = Field(default=None, pattern=_SERVICE)
+    """a service of a services stack file: the file is in its `model_dir`, and `reload:
+    restart` restarts that service."""
     file: str = Field(
         default="model.safetensors",
         description="a path inside the model's directory (no `..`, not absolute)",
@@ -639,8 +702,18 @@ class ModelFault(_Fault):
 
     @model_validator(mode="after")
     def _swap(self) -> ModelFault:
+        if (self.model is None) == (self.service is None):
+            raise ValueError("give the registry's `model` or a stack file's `service`, one of them")
         if (self.corruption is Corruption.SWAP) != (self.swap_with is not None):
             raise ValueError("`swap_with` goes with `corruption: swap`, and only with it")
+        if self.service is not None:
+            if self.swap_with is not None:
+                raise ValueError("`swap_with` names a registry model: not for a `service`")
+            if self.target is not None:
+                raise ValueError("a `service`'s model fault restarts that service: no `target`")
+            if self.reload == "admin":
+                raise ValueError("a service reloads by `reload: restart` (or `none`), not `admin`")
+            return self
         if self.reload != "none" and self.target is None:
             raise ValueError("name the replicas to reload in `target` (or set `reload: none`)")
         return self
@@ -682,6 +755,12 @@ class MetricSource(_Strict):
     replicas: Pool | None = Field(
         default=None, description="scrape each replica of this pool instead of the service"
     )
+    service: str | None = Field(
+        default=None,
+        pattern=_SERVICE,
+        description="scrape this service of a services stack file (at its `metrics` path "
+        "unless `path` is given)",
+    )
     url: str | None = Field(
         default=None, description="an absolute http(s) URL to scrape instead of the service"
     )
@@ -695,6 +774,8 @@ class MetricSource(_Strict):
     def _one_place(self) -> MetricSource:
         if self.url is not None and (self.replicas is not None or "path" in self.model_fields_set):
             raise ValueError("give `url`, or `path` and/or `replicas`, not both")
+        if self.service is not None and (self.replicas is not None or self.url is not None):
+            raise ValueError("give `service` alone (with a `path` at most)")
         return self
 
 
@@ -1157,6 +1238,9 @@ class Scenario(_Strict):
             if backend is Backend.URL and source.replicas is not None:
                 why = "the url backend has no replicas to scrape: give a `path` or `url`"
                 return Issue(("metrics", "sources", index, "replicas"), why)
+            if backend is Backend.URL and source.service is not None:
+                why = "the url backend has no services to scrape: give a `path` or `url`"
+                return Issue(("metrics", "sources", index, "service"), why)
         return None
 
     def unsupported_by(self, backend: Backend) -> str | None:

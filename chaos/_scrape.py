@@ -38,6 +38,7 @@ from ._backend import Target
 from ._errors import HarnessError, ScrapeError
 from ._expect import statistic
 from ._scenario import Aggregate, Metrics, MetricSeries, Reading, Service, Stat
+from ._services import ServicesTarget
 from ._verdict import MetricSummary
 
 MAX_BYTES = 16 * 1024 * 1024
@@ -271,6 +272,12 @@ def endpoints_of(
         for source in metrics.sources:
             if source.url is not None:
                 found.append(Endpoint(source.name, source.url))
+            elif source.service is not None:
+                if not isinstance(target, ServicesTarget):
+                    continue  # refused before the run; a target built in code has none
+                declared = target.stack.stack.services[source.service].metrics
+                path = source.path if "path" in source.model_fields_set else declared
+                found.append(Endpoint(source.name, f"{target.service_url(source.service)}{path}"))
             elif source.replicas is not None:
                 found += [
                     Endpoint(source.name, f"{str(w['url']).rstrip('/')}{source.path}")

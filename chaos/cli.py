@@ -177,6 +177,8 @@ def _run(args: argparse.Namespace) -> int:
         if chosen is Backend.URL and not (args.url or loaded.scenario.url):
             problems.append(f"{loaded.path}: the url backend needs --url http://HOST:PORT")
         problem = loaded.scenario.unsupported_by(chosen)
+        if loaded.services is not None and chosen is not Backend.LOCAL:
+            problem = f"a services stack file runs on the local backend, not {chosen.value}"
         if problem:
             problems.append(f"{loaded.path}: {problem}")
         try:

@@ -1,0 +1,415 @@
+"""The user's own stack as processes: each service of a services stack file started, watched,
+restarted by its policy, and wired through Toxiproxy (a proxy per link, one for the client hop).
+
+ichaos is the supervisor here: it picks each service's port, fills the placeholders, keeps a
+log per service, and records what happens to the processes as events (``service_started``,
+``service_ready``, ``service_exited``) the way the reference gateway records its own. Every
+process is in the lease from the moment it exists, so a harness killed with SIGKILL leaves
+nothing the next run does not stop. Model directories are checksummed at the start and must be
+byte for byte the same at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from ._backend import _NOWHERE, Target, _Lease
+from ._errors import ApplyError, BackendError, HarnessError, RevertError
+from ._injectors import Injector, SignalInjector, SignalKind, _settled_cmdline
+from ._stackfile import LoadedStack, Restart, ServiceSpec, expand, fixed_values
+from ._toxiproxy import ToxiproxyServer
+from ._wait import wait_until
+
+_TICK = 0.1
+_HEALTH_TIMEOUT = 1.0
+_BACKOFF_CAP = 8  # a restart waits at most this many times the first delay
+_LOG_TAIL = 15
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # As servers bind (SO_REUSEADDR): the dead process's connections in TIME_WAIT do not
+        # keep its port from being used again.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "\n    ".join(text)
+
+
+def checksum_dir(folder: Path) -> dict[str, str]:
+    """The sha256 of every file under ``folder``, by relative path."""
+    sums = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest = hashlib.sha256()
+            with path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+            sums[str(path.relative_to(folder))] = digest.hexdigest()
+    return sums
+
+
+def dir_differences(folder: Path, expected: dict[str, str]) -> list[str]:
+    """How ``folder`` differs from its checksums (empty: byte for byte the same)."""
+    found = checksum_dir(folder) if folder.is_dir() else {}
+    problems = [f"{name} changed" for name, digest in expected.items()
+                if name in found and found[name] != digest]  # fmt: skip
+    problems += [f"{name} is missing" for name in expected if name not in found]
+    problems += [f"{name} is new" for name in found if name not in expected]
+    return problems
+
+
+@dataclass
+class _Service:
+    name: str
+    spec: ServiceSpec
+    log_path: Path
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    pid: int = 0
+    marker: str = ""
+    started_at: float = 0.0
+    ready: bool = False
+    starts: int = 0
+    failures: int = 0  # starts in a row that never became healthy
+    next_start: float | None = None
+    planned: bool = False  # the harness asked for this exit (a restart to reload)
+    log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class ServicesTarget(Target):
+    """A services stack file's services as processes on loopback behind Toxiproxy."""
+
+    def __init__(self, stack: LoadedStack, run_dir: Path, *, log: Path | None = None) -> None:
+        super().__init__()
+        self.stack, self.run_dir = stack, run_dir
+        self._lease = _Lease(self.state)
+        self._server: ToxiproxyServer | None = None
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._events: list[dict[str, Any]] = []
+        self._seq = 0
+        self._monitor: threading.Thread | None = None
+        self._manifests: dict[str, tuple[Path, dict[str, str]]] = {}
+        logs = run_dir / "services"
+        self._services = {name: _Service(name, spec, logs / f"{name}.log")
+                          for name, spec in stack.stack.services.items()}  # fmt: skip
+        self._link_urls: dict[str, dict[str, str]] = {name: {} for name in self._services}
+        try:
+            logs.mkdir(parents=True, exist_ok=True)
+            self._checksum_models()
+            self._server = self._connect_toxiproxy(self._lease, log or run_dir / "toxiproxy.log")
+            for link in stack.stack.links:
+                listen = self._create_proxy(link.hop, f"{link.from_}-to-{link.to}", _NOWHERE)
+                self._link_urls[link.from_][link.to] = f"http://{listen}"
+            listen = self._create_proxy("client", "client", _NOWHERE)
+            self.url = f"http://{listen}"
+            for name in stack.stack.start_order():
+                self._first_start(self._services[name])
+            self._monitor = threading.Thread(target=self._watch, name="ichaos-services",
+                                             daemon=True)  # fmt: skip
+            self._monitor.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    # -- starting ------------------------------------------------------------------------
+
+    def _checksum_models(self) -> None:
+        for name in self._services:
+            folder = self.stack.model_dir(name)
+            if folder is None:
+                continue
+            if not folder.is_dir():
+                raise BackendError(f"service {name}: model_dir {folder} is not a directory")
+            sums = checksum_dir(folder)
+            self._manifests[name] = (folder, sums)
+            out = self.run_dir / "model-dirs" / f"{name}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"dir": str(folder), "sha256": sums}, indent=1))
+
+    def _command(self, svc: _Service) -> tuple[list[str], dict[str, str]]:
+        values = {**fixed_values(self.stack.base), "port": str(svc.port)}
+        folder = self.stack.model_dir(svc.name)
+        if folder is not None:
+            values["model_dir"] = str(folder)
+        links = self._link_urls[svc.name]
+        try:
+            argv = [expand(part, values, links) for part in svc.spec.command]
+            env = {k: expand(v, values, links) for k, v in svc.spec.env.items()}
+        except ValueError as exc:
+            raise BackendError(f"service {svc.name}: {exc}") from exc
+        return argv, env
+
+    def _spawn(self, svc: _Service) -> None:
+        """Start the service's process (its port kept from an earlier start where it is free)
+        and point every proxy to it at its port."""
+        if svc.port == 0 or not _port_is_free(svc.port):
+            svc.port = _free_port()
+        argv, env = self._command(svc)
+        if svc.log is None:
+            svc.log = svc.log_path.open("ab")
+        svc.starts += 1
+        svc.log.write(f"== ichaos: start {svc.starts} of {svc.name}: {argv}\n".encode())
+        svc.log.flush()
+        try:
+            proc = subprocess.Popen(
+                argv, cwd=self.stack.cwd(svc.name), env={**os.environ, **env},
+                stdin=subprocess.DEVNULL, stdout=svc.log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        except OSError as exc:
+            raise BackendError(f"service {svc.name}: cannot run {argv[0]!r}: {exc}") from exc
+        svc.proc, svc.pid, svc.started_at, svc.ready = proc, proc.pid, time.monotonic(), False
+        svc.next_start, svc.planned = None, False
+        svc.marker = _settled_cmdline(proc.pid) or " ".join(argv)
+        self._lease.hold(proc.pid, svc.marker, f"service {svc.name}")
+        self._point_proxies(svc)
+        self._event("service_started", service=svc.name, pid=proc.pid, port=svc.port,
+                    start=svc.starts)  # fmt: skip
+
+    def _point_proxies(self, svc: _Service) -> None:
+        assert self.toxiproxy is not None
+        upstream = f"127.0.0.1:{svc.port}"
+        hops = [link.hop for link in self.stack.stack.links if link.to == svc.name]
+        if svc.name == self.stack.stack.entry_service:
+            hops.append("client")
+            self.direct_url = svc.url
+        for hop in hops:
+            proxy = self.toxiproxy.proxy(self.hops[hop])
+            if proxy.upstream != upstream:
+                self.toxiproxy.update_proxy(self.hops[hop], upstream=upstream)
+
+    def _first_start(self, svc: _Service) -> None:
+        self._spawn(svc)
+        assert svc.proc is not None
+        proc = svc.proc
+        try:
+            wait_until(lambda: self._healthy(svc), timeout=svc.spec.start_timeout,
+                       interval=0.1, process=proc)  # fmt: skip
+        except HarnessError as exc:
+            code = proc.poll()
+            why = (f"exited with {code} before it was healthy" if code is not None else
+                   f"did not answer 2xx at {svc.spec.health} within "
+                   f"{svc.spec.start_timeout:g}s")  # fmt: skip
+            raise BackendError(
+                f"service {svc.name} {why} (log {svc.log_path}):\n    {_tail(svc.log_path)}"
+            ) from exc
+        self._became_ready(svc)
+
+    def _healthy(self, svc: _Service) -> bool:
+        try:
+            answer = httpx.get(f"{svc.url}{svc.spec.health}", timeout=_HEALTH_TIMEOUT)
+        except httpx.HTTPError:
+            return False
+        return answer.is_success
+
+    def _became_ready(self, svc: _Service) -> None:
+        svc.ready, svc.failures = True, 0
+        self._event("service_ready", service=svc.name, pid=svc.pid,
+                    after=round(time.monotonic() - svc.started_at, 3))  # fmt: skip
+
+    # -- watching ------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(_TICK):
+            for svc in self._services.values():
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    try:
+                        self._tend(svc)
+                    except Exception as exc:
+                        self._event("service_error", service=svc.name, error=str(exc))
+                        svc.next_start = time.monotonic() + self._delay(svc)
+
+    def _tend(self, svc: _Service) -> None:
+        now = time.monotonic()
+        if svc.proc is not None and (code := svc.proc.poll()) is not None:
+            self._exited(svc, code)
+        if svc.proc is None and svc.next_start is not None and now >= svc.next_start:
+            self._spawn(svc)
+            return
+        if svc.proc is not None and not svc.ready:
+            if self._healthy(svc):
+                self._became_ready(svc)
+            elif now - svc.started_at > svc.spec.start_timeout:
+                self._event("service_unhealthy", service=svc.name, pid=svc.pid,
+                            after=round(now - svc.started_at, 3))  # fmt: skip
+                self._end(svc)  # the exit is seen, and the restart decided, on the next tick
+
+    def _exited(self, svc: _Service, code: int) -> None:
+        _kill_group(svc.pid, signal.SIGKILL)  # what it started goes with it
+        planned = svc.planned
+        if not svc.ready:
+            svc.failures += 1
+        self._event("service_exited", service=svc.name, pid=svc.pid, code=code, planned=planned)
+        svc.proc, svc.ready = None, False
+        policy = svc.spec.restart
+        if planned:
+            svc.next_start = time.monotonic()
+        elif policy is Restart.ALWAYS or (policy is Restart.ON_FAILURE and code != 0):
+            svc.next_start = time.monotonic() + self._delay(svc)
+        else:
+            svc.next_start = None
+
+    def _delay(self, svc: _Service) -> float:
+        return float(svc.spec.restart_delay * min(2 ** max(svc.failures - 1, 0), _BACKOFF_CAP))
+
+    def _end(self, svc: _Service) -> None:
+        """SIGTERM to the service's process group, SIGKILL after its stop timeout."""
+        proc = svc.proc
+        if proc is None or proc.poll() is not None:
+            return
+        _kill_group(proc.pid, signal.SIGTERM)
+        _kill_group(proc.pid, signal.SIGCONT)  # a paused service cannot act on its SIGTERM
+        try:
+            proc.wait(timeout=svc.spec.stop_timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+
+    def _event(self, kind: str, **details: Any) -> None:
+        with self._lock:
+            self._seq += 1
+            self._events.append({"seq": self._seq, "kind": kind, "wall": time.time(), **details})
+
+    # -- what faults need ----------------------------------------------------------------
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(e) for e in self._events if e["seq"] > since]
+
+    def service_url(self, name: str) -> str:
+        """Where the service listens now (its own address, not through a proxy)."""
+        with self._lock:
+            return self._services[name].url
+
+    def service_signal(self, name: str, kind: SignalKind) -> Injector:
+        with self._lock:
+            svc = self._services.get(name)
+            if svc is None:
+                raise ApplyError(f"the stack has no service {name!r}")
+            if svc.proc is None:
+                raise ApplyError(f"service {name} is not running (it is being restarted)")
+            pid, marker = svc.pid, svc.marker
+        return SignalInjector([pid], kind, label=f"service {name}", marker=marker)
+
+    def restart_service(self, name: str) -> None:
+        """End the service and start it again at once, whatever its restart policy."""
+        svc = self._services[name]
+        with self._lock:
+            svc.planned = True
+            if svc.proc is None:
+                svc.next_start, svc.failures = time.monotonic(), 0
+                return
+        self._end(svc)
+
+    def model_dir(self, name: str) -> Path:
+        folder = self.stack.model_dir(name)
+        if folder is None:
+            raise ApplyError(f"service {name} declares no model_dir")
+        return folder
+
+    def verify_model_dir(self, name: str) -> None:
+        """Raise RevertError unless the service's model directory is what it was at the start."""
+        folder, sums = self._manifests[name]
+        problems = dir_differences(folder, sums)
+        if problems:
+            raise RevertError(f"{folder} is not as it was at the start of the run: "
+                              + ", ".join(problems[:5]))  # fmt: skip
+
+    def describe(self) -> dict[str, Any]:
+        with self._lock:
+            services = {s.name: {"url": s.url, "pid": s.pid, "starts": s.starts}
+                        for s in self._services.values()}  # fmt: skip
+        return {
+            "backend": "local", "stack": str(self.stack.path), "url": self.url,
+            "entry": self.stack.stack.entry_service, "services": services,
+            "toxiproxy": self.toxiproxy.url if self.toxiproxy else None,
+            "toxiproxy_shared": self._server is None, "hops": dict(self.hops),
+        }  # fmt: skip
+
+    # -- stopping ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        errors = []
+        self._stopping.set()
+        if self._monitor is not None:
+            self._monitor.join(timeout=30)
+            self._monitor = None
+        for svc in reversed(list(self._services.values())):
+            try:
+                self._end(svc)
+                if svc.proc is not None and svc.proc.poll() is None:
+                    errors.append(f"service {svc.name} (pid {svc.pid}) would not end")
+                elif svc.pid:
+                    _kill_group(svc.pid, signal.SIGKILL)
+            except Exception as exc:  # keep going: every other service must stop too
+                errors.append(f"service {svc.name}: {exc}")
+            if svc.log is not None:
+                svc.log.close()
+                svc.log = None
+            svc.proc = None
+        errors += self._release_toxiproxy()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        for name, (folder, sums) in self._manifests.items():
+            problems = dir_differences(folder, sums)
+            if problems:
+                errors.append(f"service {name}'s model directory {folder} is not as it was at "
+                              f"the start: {', '.join(problems[:5])}")  # fmt: skip
+        if not any("would not end" in e or "proxy" in e for e in errors):
+            self._lease.release()
+        if errors:
+            raise BackendError("; ".join(errors))
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def service_model_path(target: ServicesTarget, service: str, file: str) -> Path:
+    """``file`` in the service's model directory, refused unless it resolves inside it."""
+    home = target.model_dir(service).resolve()
+    path = home / file
+    if not path.resolve().is_relative_to(home):
+        raise ApplyError(f"{service}/{file} leads outside the model directory {home}")
+    return path
