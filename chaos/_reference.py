@@ -1,15 +1,16 @@
-"""The scenario file reference in Markdown, generated from the scenario JSON Schema (which is
-generated from the models that validate the files), so docs/reference.md cannot drift: a
-test compares the two."""
+"""The scenario file reference and the services stack file reference in Markdown, generated
+from their JSON Schemas (which are generated from the models that validate the files), so
+docs/reference.md and docs/own-stack.md cannot drift: a test compares them."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from ._schema import scenario_schema
+from ._schema import scenario_schema, stack_schema
 
 START, END = "<!-- scenario-reference:start -->", "<!-- scenario-reference:end -->"
+STACK_START, STACK_END = "<!-- stack-reference:start -->", "<!-- stack-reference:end -->"
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -73,9 +74,16 @@ def _table(name: str, model: dict[str, Any]) -> list[str]:
 
 
 def scenario_reference() -> str:
-    schema = scenario_schema()
+    return _reference("Scenario", scenario_schema())
+
+
+def stack_reference() -> str:
+    return _reference("StackFile", stack_schema())
+
+
+def _reference(root: str, schema: dict[str, Any]) -> str:
     defs: dict[str, Any] = schema.get("$defs", {})
-    lines = _table("Scenario", schema)
+    lines = _table(root, schema)
     for name in sorted(defs):
         model = defs[name]
         if model.get("type") == "object" and "properties" in model:

@@ -14,6 +14,7 @@ from typing import Any
 from slo import SLODocument
 
 from ._scenario import Scenario
+from ._stackfile import StackFile
 
 _DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -21,6 +22,7 @@ _DRAFT = "https://json-schema.org/draft/2020-12/schema"
 class SchemaKind(StrEnum):
     SCENARIO = "scenario"
     SLO = "slo"
+    STACK = "stack"
 
 
 def scenario_schema() -> dict[str, Any]:
@@ -50,5 +52,12 @@ def slo_schema() -> dict[str, Any]:
     }
 
 
+def stack_schema() -> dict[str, Any]:
+    schema = StackFile.model_json_schema(by_alias=True)
+    return {"$schema": _DRAFT, **schema, "title": "ichaos services stack file"}
+
+
 def schema(kind: SchemaKind) -> dict[str, Any]:
+    if kind is SchemaKind.STACK:
+        return stack_schema()
     return scenario_schema() if kind is SchemaKind.SCENARIO else slo_schema()

@@ -336,7 +336,3 @@ def load_stack_file(path: Path) -> LoadedStack:
     except SLOFileError as exc:
         raise ScenarioError(f"invalid stack file:\n{exc}") from exc
     return LoadedStack(stack, path)
-
-
-def stack_schema() -> dict[str, object]:
-    return StackFile.model_json_schema(by_alias=True)

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from slo import SLOFileError, read_document_text
+
 from ._errors import ReportError, ScenarioError
 from ._events import Observer
 from ._gameday import load_gameday, run_gameday
@@ -21,12 +23,13 @@ from ._loading import LoadedScenario, load_scenario
 from ._options import add_cli_options
 from ._progress import Progress
 from ._recording import recorders
-from ._reference import scenario_reference
+from ._reference import scenario_reference, stack_reference
 from ._report import render_index, render_run
 from ._runner import Runner, RunSettings
 from ._scenario import Backend
 from ._schema import SchemaKind
 from ._schema import schema as render_schema
+from ._stackfile import MAX_STACK_BYTES, is_services_stack, load_stack_file
 from ._version import __version__
 
 EXIT_USAGE = 2
@@ -52,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     gameday.add_argument("--quiet", action="store_true", help="no per-request progress")
     schema = sub.add_parser(
         "schema",
-        help="print the JSON Schema of scenario or SLO files, for editors",
+        help="print the JSON Schema of scenario, SLO or services stack files, for editors",
         description="For yaml-language-server (VS Code's YAML extension and others), put "
         "`# yaml-language-server: $schema=PATH` at the top of a file, or map the schema to a "
         "glob in the editor's settings.",
@@ -64,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("-o", "--output", type=Path, help="write it to this file")
     schema.add_argument(
         "--markdown", action="store_true",
-        help="the scenario file reference in Markdown instead (docs/reference.md's, generated)",
+        help="the file reference in Markdown instead (scenario: docs/reference.md's, stack: "
+        "docs/own-stack.md's; generated)",
     )  # fmt: skip
     # `target` and `models` are listed here for the help; main() hands them to the service.
     sub.add_parser("target", help="start, inspect or stop the reference stack (up | status | down)")
@@ -152,6 +156,35 @@ def _usage(message: str) -> int:
     return EXIT_USAGE
 
 
+def _validate(files: list[Path]) -> int:
+    """Check scenario files and services stack files (told apart by their `services:`);
+    the ok lines only when every file is valid."""
+    lines, failed = [], False
+    for file in files:
+        try:
+            if _is_stack_file(file):
+                stack = load_stack_file(file).stack
+                links = ", ".join(link.hop for link in stack.links) or "no link"
+                lines.append(f"ok  {file}: stack file, services {', '.join(stack.services)}; "
+                             f"entry {stack.entry_service}; {links}")  # fmt: skip
+            else:
+                lines.append(f"ok  {file}: {load_scenario(file).scenario.name}")
+        except ScenarioError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed = True
+    if failed:
+        return EXIT_USAGE
+    print("\n".join(lines))
+    return 0
+
+
+def _is_stack_file(file: Path) -> bool:
+    try:
+        return is_services_stack(read_document_text(file, max_bytes=MAX_STACK_BYTES))
+    except SLOFileError:
+        return False  # the scenario loader says what is wrong with it
+
+
 def _load_all(files: list[Path]) -> list[LoadedScenario] | None:
     loaded: list[LoadedScenario] = []
     failed = False
@@ -230,13 +263,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )  # fmt: skip
         return day.exit_code
     if args.command == "schema":
-        if args.markdown and args.kind != SchemaKind.SCENARIO:
-            return _usage("--markdown is the scenario reference: use it without `slo`")
-        text = (
-            scenario_reference()
-            if args.markdown
-            else json.dumps(render_schema(SchemaKind(args.kind)), indent=2) + "\n"
-        )
+        kind = SchemaKind(args.kind)
+        if args.markdown and kind is SchemaKind.SLO:
+            return _usage("--markdown is the scenario or stack file reference, not `slo`'s")
+        if args.markdown:
+            text = stack_reference() if kind is SchemaKind.STACK else scenario_reference()
+        else:
+            text = json.dumps(render_schema(kind), indent=2) + "\n"
         if args.output is None:
             sys.stdout.write(text)
             return 0
@@ -260,10 +293,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(page)
         return 0
     if args.command == "validate":
-        loaded = _load_all(args.files)
-        if loaded is None:
-            return EXIT_USAGE
-        for item in loaded:
-            print(f"ok  {item.path}: {item.scenario.name}")
-        return 0
+        return _validate(args.files)
     return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands first
