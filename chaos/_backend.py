@@ -64,9 +64,13 @@ def _gone(pid: int, marker: str) -> Callable[[], bool]:
     return lambda: marker not in process_cmdline(pid)
 
 
-def repair(state: Path, *, log: Any = print) -> list[str]:
-    """Undo what a killed run left behind: stop its processes (only ones that are still ours,
-    checked by command line) and restore corrupted registry files. Returns what was done."""
+def repair(state: Path | None = None, *, log: Callable[[str], None] = lambda _m: None) -> list[str]:
+    """Undo what a killed run left behind in ``state`` (default :func:`state_dir`): stop its
+    processes (only ones that are still ours, checked by command line), remove its proxies and
+    containers, restore corrupted model files. Returns what was done, each said to ``log`` as
+    it is done. A run does this first, as its own step; a target refuses to start while a lease
+    it would overwrite is still there."""
+    state = state_dir() if state is None else state
     done: list[str] = []
     lease = state / _LEASE
     if lease.is_file():
@@ -251,17 +255,31 @@ class Target:
 
 
 class _Lease:
+    """What a running target owns (processes, proxies on a shared server, docker runs), on
+    disk from the moment each exists, for :func:`repair` after a crash."""
+
     def __init__(self, state: Path) -> None:
         self.path = state / _LEASE
         self.processes: list[dict[str, Any]] = []
         self.proxies: list[dict[str, str]] = []
         self.docker: list[dict[str, str]] = []
         state.mkdir(parents=True, exist_ok=True)
-        repair(state)
         # Runs on an engine that was down at repair: still owed a sweep, kept past this run.
         self.inherited: list[dict[str, str]] = []
         if self.path.is_file():
-            self.inherited = list(json.loads(self.path.read_text()).get("docker", []))
+            try:
+                owned = json.loads(self.path.read_text())
+            except (OSError, json.JSONDecodeError):
+                owned = {}
+            left = [str(p.get("what", "?")) for p in owned.get("processes", [])]
+            left += [f"proxy {p.get('name', '?')}" for p in owned.get("proxies", [])]
+            if left:
+                raise BackendError(
+                    f"an earlier run left {', '.join(left[:5])} behind ({self.path}): repair "
+                    "first (`chaos.repair()`; `ichaos run` and the pytest plugin do it "
+                    "themselves before they start)"
+                )
+            self.inherited = list(owned.get("docker", []))
             self.docker = list(self.inherited)
 
     def hold(self, pid: int, marker: str, what: str) -> None:

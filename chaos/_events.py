@@ -13,6 +13,7 @@ from typing import Any
 
 class EventType(StrEnum):
     RUN_STARTED = "run_started"  # scenario, settings, environment
+    REPAIR = "repair"  # one thing an earlier, killed run left behind, undone before this one
     TARGET_READY = "target_ready"  # the backend is provisioned
     PROBE = "probe"  # one steady-state probe result
     LOAD_STARTED = "load_started"  # t = 0 of the run

@@ -68,6 +68,8 @@ class Progress:
             self._line(f"{_t(event)} ■ abort: {data['reason']}")
         elif kind is EventType.MESSAGE:
             self._line(f"  {data['text']}")
+        elif kind is EventType.REPAIR:
+            self._line(f"  repair: {data['text']}")
         elif kind is EventType.VERDICT:
             self._verdict(data["verdict"])
         elif kind is EventType.RUN_FINISHED and self._run_dir is not None:

@@ -28,7 +28,7 @@ import httpx
 
 from slo import SLO, Evaluation, RequestRecord, evaluate
 
-from ._backend import LocalTarget, Target, UrlTarget
+from ._backend import LocalTarget, Target, UrlTarget, repair
 from ._errors import HarnessError, InjectionError, RevertError, WaitTimeout
 from ._events import EventBus, EventType, Observer, RunEvent
 from ._expect import (
@@ -291,6 +291,9 @@ class Runner:
     def _provision_and_experiment(self) -> None:
         target: Target | None = None
         try:
+            # What an earlier run killed with SIGKILL left (processes, proxies, damaged model
+            # files): undone first, each thing said, before anything of this run starts.
+            repair(log=lambda line: self.emit(EventType.REPAIR, text=line))
             target = self._target_factory(self.loaded, self.settings, self.run_dir)
             self.emit(EventType.TARGET_READY, target=target.describe())
             self._experiment(target)

@@ -31,7 +31,7 @@ import yaml
 
 from slo import SLOFileError, read_yaml_documents
 
-from ._backend import LocalTarget, Target, UrlTarget
+from ._backend import LocalTarget, Target, UrlTarget, repair
 from ._errors import OptionError, ScenarioError
 from ._loadgen import LoadGenerator, LoadResult, RequestSpec
 from ._loading import load_scenario
@@ -233,6 +233,10 @@ def chaos_stack(
     service at ``--chaos-url`` (``--chaos-backend url``; it must answer ``/healthz``)."""
     s = settings(request.config)
     run_dir = tmp_path_factory.mktemp("chaos-stack")
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    for line in repair():  # an earlier, killed session's leftovers, undone first
+        if reporter is not None:
+            reporter.write_line(f"ichaos repair: {line}")
     target: Target
     if s.backend is Backend.URL:
         if s.url is None:
