@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 from _common import machine
 
-from chaos._injectors import process_cmdline
+from chaos.injectors import process_cmdline
 from target_service import (
     DEFAULT_REGISTRY,
     Registry,

@@ -1,7 +1,5 @@
 """ichaos: the chaos and reliability harness around an LLM inference service."""
 
-from ._backend import LocalTarget, Target, UrlTarget, repair
-from ._docker import DockerTarget
 from ._errors import (
     ApplyError,
     BackendError,
@@ -19,18 +17,6 @@ from ._errors import (
 )
 from ._events import EventBus, EventType, Observer, RunEvent
 from ._expect import RequestOutcome, classify
-from ._injectors import (
-    Corruption,
-    GpuFault,
-    GpuFaultInjector,
-    Injector,
-    ModelCorruptionInjector,
-    PartitionInjector,
-    SignalInjector,
-    SignalKind,
-    ToxicInjector,
-    restore_leftovers,
-)
 from ._journal import Journal, read_journal
 from ._loadgen import (
     GeneratorHealth,
@@ -59,6 +45,7 @@ from ._scenario import (
     ToxicFault,
 )
 from ._shapes import Arrivals, Constant, Ramp, Shape, Spike, Step, expected_count, schedule
+from ._stackfile import LoadedStack, StackFile, load_stack_file
 from ._toxiproxy import (
     Proxy,
     Stream,
@@ -84,6 +71,20 @@ from ._verdict import (
 )
 from ._version import __version__
 from ._wait import wait_until
+from .backends import LocalTarget, ServicesTarget, Target, UrlTarget, repair
+from .backends.docker import DockerTarget
+from .injectors import (
+    Corruption,
+    GpuFault,
+    GpuFaultInjector,
+    Injector,
+    ModelCorruptionInjector,
+    PartitionInjector,
+    SignalInjector,
+    SignalKind,
+    ToxicInjector,
+    restore_leftovers,
+)
 
 __all__ = [
     "AnswerRules",
@@ -114,6 +115,7 @@ __all__ = [
     "LoadRecord",
     "LoadResult",
     "LoadedScenario",
+    "LoadedStack",
     "LocalTarget",
     "MetricSeries",
     "MetricSource",
@@ -146,10 +148,12 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "ScrapeError",
+    "ServicesTarget",
     "Shape",
     "SignalInjector",
     "SignalKind",
     "Spike",
+    "StackFile",
     "Status",
     "Step",
     "Stream",
@@ -171,6 +175,7 @@ __all__ = [
     "expected_count",
     "load_run",
     "load_scenario",
+    "load_stack_file",
     "nearest_rank",
     "read_journal",
     "read_verdict",

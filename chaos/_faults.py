@@ -7,19 +7,9 @@ a new pid, and a ``random`` choice is drawn then (from the scenario seed, so rer
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ._backend import Target
-from ._errors import ApplyError, RevertError
-from ._injectors import (
-    GpuFaultInjector,
-    Injector,
-    ModelCorruptionInjector,
-    PartitionInjector,
-    SignalKind,
-    ToxicInjector,
-)
+from ._errors import ApplyError
 from ._scenario import (
     BurstFault,
     FaultSpec,
@@ -34,94 +24,19 @@ from ._scenario import (
     ServiceRef,
     ToxicFault,
 )
-from ._services import ServicesTarget, service_model_path
 from ._toxiproxy import Toxic
-
-
-class InjectorGroup(Injector):
-    """Several injectors as one fault: all applied or none (what applied is undone)."""
-
-    def __init__(self, name: str, parts: Sequence[Injector]) -> None:
-        super().__init__()
-        self.name, self.parts = name, list(parts)
-
-    @property
-    def description(self) -> str:
-        return self.name if len(self.parts) != 1 else self.parts[0].description
-
-    @property
-    def provokes(self) -> frozenset[str]:
-        return frozenset().union(*(part.provokes for part in self.parts))
-
-    def _apply(self) -> None:
-        done: list[Injector] = []
-        try:
-            for part in self.parts:
-                part.apply()
-                done.append(part)
-        except BaseException as exc:
-            stuck = []
-            for part in reversed(done):
-                try:
-                    part.revert()
-                except RevertError as undo:
-                    stuck.append(str(undo))
-            if stuck:
-                # Not "nothing left applied": the parts that would not undo are still in
-                # place; the group stays applied and its revert tries them again.
-                raise RevertError(
-                    f"{self.name}: {exc}; undoing the parts already applied failed: "
-                    + "; ".join(stuck)
-                ) from exc
-            raise
-
-    def _revert(self) -> None:
-        failures = []
-        for part in reversed(self.parts):
-            try:
-                part.revert()
-            except RevertError as exc:
-                failures.append(str(exc))
-        if failures:
-            raise RevertError("; ".join(failures))
-
-
-class ModelFaultInjector(Injector):
-    """Corrupt a registry file, then reload the replicas serving it; revert restores the bytes
-    and reloads them again, so they come back serving the intact model."""
-
-    def __init__(
-        self, corruption: ModelCorruptionInjector, reload: Callable[[], None], label: str,
-        *, restarts: bool = False, verify: Callable[[], None] | None = None,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        self.corruption, self._reload, self.label = corruption, reload, label
-        self._restarts, self._verify = restarts, verify
-
-    @property
-    def provokes(self) -> frozenset[str]:
-        # A reload by restart: the harness itself ends the worker; its exit is no detection.
-        return frozenset({"worker_exited", "service_exited"}) if self._restarts else frozenset()
-
-    @property
-    def description(self) -> str:
-        return self.label
-
-    def _apply(self) -> None:
-        self.corruption.apply()
-        try:
-            self._reload()
-        except BaseException:
-            self.corruption.revert()
-            raise
-
-    def _revert(self) -> None:
-        self.corruption.revert()
-        try:
-            if self._verify is not None:
-                self._verify()
-        finally:
-            self._reload()
+from .backends import Target
+from .backends.services import ServicesTarget, service_model_path
+from .injectors import (
+    GpuFaultInjector,
+    Injector,
+    InjectorGroup,
+    ModelCorruptionInjector,
+    ModelFaultInjector,
+    PartitionInjector,
+    SignalKind,
+    ToxicInjector,
+)
 
 
 def choose(target: Target, spec: Replicas, rng: random.Random) -> list[int]:

@@ -28,7 +28,6 @@ import httpx
 
 from slo import SLO, Evaluation, RequestRecord, evaluate
 
-from ._backend import LocalTarget, Target, UrlTarget, repair
 from ._errors import HarnessError, InjectionError, RevertError, WaitTimeout
 from ._events import EventBus, EventType, Observer, RunEvent
 from ._expect import (
@@ -44,7 +43,6 @@ from ._expect import (
     time_to_recover,
 )
 from ._faults import build_injector
-from ._injectors import Injector
 from ._journal import PAGE
 from ._loadgen import GeneratorHealth, LoadGenerator, LoadRecord, LoadResult, RequestSpec
 from ._loading import LoadedScenario
@@ -67,7 +65,6 @@ from ._scenario import (
     SliProbe,
 )
 from ._scrape import Scrape, Scraper, endpoints_of, scrape_event, summarise
-from ._services import ServicesTarget
 from ._shapes import Constant, schedule
 from ._verdict import (
     Abort,
@@ -82,6 +79,8 @@ from ._verdict import (
 )
 from ._version import __version__
 from ._wait import wait_until
+from .backends import LocalTarget, ServicesTarget, Target, UrlTarget, repair
+from .injectors import Injector
 
 _TICK = 0.25  # how often abort conditions and the gateway's events are looked at
 
@@ -146,7 +145,7 @@ def default_target(loaded: LoadedScenario, settings: RunSettings, run_dir: Path)
             raise HarnessError(f"a services stack file runs on the local backend, not {backend}")
         return ServicesTarget(loaded.services, run_dir)
     if backend is Backend.DOCKER:
-        from ._docker import DockerTarget
+        from .backends.docker import DockerTarget
 
         return DockerTarget(scenario.stack, run_dir, log=run_dir / "stack.log")
     return LocalTarget(scenario.stack, run_dir, log=run_dir / "stack.log")

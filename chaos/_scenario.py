@@ -33,10 +33,10 @@ from pydantic import (
 
 from slo import Duration, Issue, SLODocument
 
-from ._injectors import Corruption, GpuFault, SignalKind
 from ._protocols import AnswerRules, Api
 from ._shapes import Arrivals, Constant, Ramp, Shape, Spike, Step
 from ._toxiproxy import Stream, ToxicType
+from .injectors import Corruption, GpuFault, SignalKind
 
 _UNITS = {"s": 1.0, "m": 1 / 60, "h": 1 / 3600}
 _RATE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|m|h)\s*$")

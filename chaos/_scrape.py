@@ -34,12 +34,11 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as text_families
 
-from ._backend import Target
 from ._errors import HarnessError, ScrapeError
 from ._expect import statistic
 from ._scenario import Aggregate, Metrics, MetricSeries, Reading, Service, Stat
-from ._services import ServicesTarget
 from ._verdict import MetricSummary
+from .backends import ServicesTarget, Target
 
 MAX_BYTES = 16 * 1024 * 1024
 _ACCEPT = "text/plain;version=0.0.4;q=1, application/openmetrics-text;version=1.0.0;q=0.5"

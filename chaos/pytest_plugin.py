@@ -31,7 +31,6 @@ import yaml
 
 from slo import SLOFileError, read_yaml_documents
 
-from ._backend import LocalTarget, Target, UrlTarget, repair
 from ._errors import OptionError, ScenarioError
 from ._loadgen import LoadGenerator, LoadResult, RequestSpec
 from ._loading import load_scenario
@@ -41,6 +40,7 @@ from ._runner import Runner, RunResult, RunSettings
 from ._scenario import Backend
 from ._shapes import Constant, schedule
 from ._toxiproxy import ToxiproxyClient
+from .backends import LocalTarget, Target, UrlTarget, repair
 
 _RESULTS = pytest.StashKey[list[RunResult]]()
 
@@ -243,7 +243,7 @@ def chaos_stack(
             raise pytest.UsageError("--chaos-backend url needs the service: --chaos-url URL")
         target = UrlTarget(s.url, run_dir)
     elif s.backend is Backend.DOCKER:
-        from ._docker import DockerTarget
+        from .backends.docker import DockerTarget
 
         target = DockerTarget(None, run_dir, log=run_dir / "stack.log")
     else:

@@ -38,15 +38,8 @@ from chaos import (
     repair,
     wait_until,
 )
-from chaos._docker import (
-    LABEL_OWNER,
-    LABEL_RUN,
-    _owner,
-    _start_time,
-    check_engine,
-    connect,
-    sweep,
-)
+from chaos.backends._containers import LABEL_OWNER, LABEL_RUN, _owner, _start_time, sweep
+from chaos.backends.docker import check_engine, connect
 from tests.chaos._harness import harness
 from tests.conftest import needs_service
 
@@ -265,7 +258,7 @@ def test_what_a_killed_run_left_is_swept(engine: Any, isolated: Path, tmp_path: 
 
 @pytest.mark.chaos
 def test_resources_of_a_dead_harness_are_swept_without_a_lease(engine: Any) -> None:
-    from chaos._docker import ensure_image, toxiproxy_context
+    from chaos.backends.docker import ensure_image, toxiproxy_context
 
     image = ensure_image(engine, "ichaos-toxiproxy", toxiproxy_context(), "Dockerfile", None)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -348,7 +341,7 @@ def free_port() -> int:
 
 @pytest.mark.chaos
 def test_compose_up_serves_through_toxiproxy(engine: Any, tmp_path: Path) -> None:
-    from chaos._docker import ensure_image, service_context, toxiproxy_context
+    from chaos.backends.docker import ensure_image, service_context, toxiproxy_context
 
     command = next(
         (c for c in (["docker", "compose"], ["docker-compose"]) if shutil.which(c[0]) and

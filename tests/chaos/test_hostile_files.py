@@ -438,8 +438,8 @@ def test_only_regular_files_are_read(tmp_path: Path, kind: str) -> None:
 def test_a_model_file_that_leads_outside_its_model_by_a_symlink_is_not_touched(
     tmp_path: Path,
 ) -> None:
+    from chaos._errors import ApplyError
     from chaos._faults import _model_file
-    from chaos._injectors import ApplyError
 
     home = tmp_path / "registry" / "primary" / "v1"
     home.mkdir(parents=True)

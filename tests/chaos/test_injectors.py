@@ -33,7 +33,7 @@ from chaos import (
     wait_until,
 )
 from chaos._faults import InjectorGroup
-from chaos._injectors import process_state
+from chaos.injectors import process_state
 from tests.conftest import ADMIN_TOKEN, Workers, needs_service
 
 

@@ -24,8 +24,8 @@ import pytest
 
 from chaos import Runner, RunSettings, load_scenario, read_journal, recorders, repair, wait_until
 from chaos._errors import BackendError
-from chaos._injectors import process_state
-from chaos._services import ServicesTarget
+from chaos.backends import ServicesTarget
+from chaos.injectors import process_state
 
 pytestmark = pytest.mark.chaos
 

@@ -26,12 +26,14 @@ from typing import IO, Any
 
 import httpx
 
-from ._backend import _NOWHERE, Target, _Lease
-from ._errors import ApplyError, BackendError, HarnessError, RevertError
-from ._injectors import Injector, SignalInjector, SignalKind, _settled_cmdline
-from ._stackfile import LoadedStack, Restart, ServiceSpec, expand, fixed_values
-from ._toxiproxy import ToxiproxyServer
-from ._wait import wait_until
+from chaos._errors import ApplyError, BackendError, HarnessError, RevertError
+from chaos._stackfile import LoadedStack, Restart, ServiceSpec, expand, fixed_values
+from chaos._toxiproxy import ToxiproxyServer
+from chaos._wait import wait_until
+from chaos.injectors import Injector, SignalInjector, SignalKind, settled_cmdline
+
+from ._lease import _Lease
+from ._target import _NOWHERE, Target
 
 _TICK = 0.1
 _HEALTH_TIMEOUT = 1.0
@@ -196,7 +198,7 @@ class ServicesTarget(Target):
             raise BackendError(f"service {svc.name}: cannot run {argv[0]!r}: {exc}") from exc
         svc.proc, svc.pid, svc.started_at, svc.ready = proc, proc.pid, time.monotonic(), False
         svc.next_start, svc.planned = None, False
-        svc.marker = _settled_cmdline(proc.pid) or " ".join(argv)
+        svc.marker = settled_cmdline(proc.pid) or " ".join(argv)
         self._lease.hold(proc.pid, svc.marker, f"service {svc.name}")
         self._point_proxies(svc)
         self._event("service_started", service=svc.name, pid=proc.pid, port=svc.port,

@@ -22,230 +22,55 @@ import io
 import json
 import os
 import secrets
-import socket
 import tarfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 import yaml
 
-from target_service import STACK_SECRET_HEADER
-
-from ._backend import Target, _Lease, registry_dir
-from ._errors import (
-    ApplyError,
-    BackendError,
-    EngineBroken,
-    EngineUnavailable,
-    RevertError,
-    WaitTimeout,
+from chaos._errors import ApplyError, BackendError, EngineBroken, EngineUnavailable
+from chaos._toxiproxy import (
+    ToxiproxyClient,
+    ToxiproxyUnavailable,
+    find_server_binary,
 )
-from ._injectors import Injector, SignalKind, process_stat
-from ._toxiproxy import ToxiproxyClient, ToxiproxyUnavailable, find_server_binary
-from ._wait import wait_until
-
-LABEL_RUN = "io.ichaos.run"
-LABEL_OWNER = "io.ichaos.owner"  # "host:pid" of the harness that created it
-LABEL_ROLE = "io.ichaos.role"
-DEFAULT_BASE_IMAGE = "python:3.11-slim-bookworm"
-_SERVICE_PORT = 8000
-_CLIENT_PORT = 8080
-_API_PORT = 8474
-_FIRST_HOP_PORT = 9000
-_STACK_SECRET_ENV = "ICHAOS_STACK_SECRET"  # the gateway's, for events from outside it
-_READY_TIMEOUT_S = 180.0
-_SIGNAL_SETTLE_S = 10.0  # how long a signalled service process may take to end
-_API_VERSION = "1.41"  # four workers importing torch at once on a small machine
-
-
-def engine_url() -> str:
-    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-
-
-HOW_TO_GET_AN_ENGINE = (
-    "start Docker, or (Debian, as root) run `deploy/podman-engine.sh start` and export the "
-    "DOCKER_HOST and ICHAOS_BASE_IMAGE it prints"
+from chaos._wait import wait_until
+from chaos.injectors import (
+    ContainerInjector,
+    DisconnectInjector,
+    Injector,
+    SignalKind,
+)
+from target_service import (
+    STACK_SECRET_HEADER,
 )
 
-
-def _client(engine: str | None = None) -> Any:
-    """A Docker SDK client for ``engine`` (default: ``DOCKER_HOST``), checked to answer."""
-    import docker
-    import requests
-
-    engine = engine or engine_url()
-    if engine.startswith("unix://"):
-        # Tried first by hand: the SDK leaks the socket of a connection that fails.
-        with socket.socket(socket.AF_UNIX) as probe:
-            try:
-                probe.connect(engine.removeprefix("unix://"))
-            except OSError as exc:
-                raise docker.errors.DockerException(f"cannot connect: {exc.strerror}") from exc
-    # A fixed API version: negotiating one would contact the engine inside the constructor,
-    # where a failure leaks the connection. 1.41 is what podman serves; Docker accepts it.
-    client = docker.DockerClient(base_url=engine, version=_API_VERSION, timeout=300)
-    try:
-        client.ping()
-    except requests.RequestException as exc:
-        client.close()
-        raise docker.errors.DockerException(str(exc)) from exc
-    except BaseException:
-        client.close()
-        raise
-    return client
-
-
-def connect() -> Any:
-    """A client for the engine at ``DOCKER_HOST``; no engine is a clear error."""
-    try:
-        import docker
-    except ImportError as exc:  # pragma: no cover - the [docker] extra is part of ./dev setup
-        raise BackendError("the docker backend needs the [docker] extra (the docker SDK)") from exc
-    try:
-        return _client()
-    except docker.errors.DockerException as exc:
-        raise EngineUnavailable(
-            f"no Docker API answers at {engine_url()} ({exc}): {HOW_TO_GET_AN_ENGINE}"
-        ) from exc
-
-
-def _engine_message(exc: Exception) -> str:
-    """What the engine said, without the SDK's request line around it."""
-    explanation = getattr(exc, "explanation", None)
-    return str(explanation or exc).strip()
-
-
-def check_engine(client: Any) -> str:
-    """Run one short container on a private network, as the backend runs its own, and return
-    the engine's name and version. An engine can answer its API and still be unable to start a
-    container on a network (podman without the programs its network backend executes): that is
-    :class:`EngineBroken` with the engine's own message, found here in seconds instead of by
-    every container the backend would start."""
-    import docker
-
-    try:
-        version = client.version()
-    except docker.errors.DockerException as exc:
-        raise EngineUnavailable(
-            f"the engine at {engine_url()} did not say its version: {exc}"
-        ) from exc
-    components = {c.get("Name", ""): c.get("Version", "") for c in version.get("Components", [])}
-    name = "podman" if "Podman Engine" in components else "docker"
-    described = f"{name} {components.get('Podman Engine') or version.get('Version', '?')}"
-    image = ensure_image(client, "ichaos-toxiproxy", toxiproxy_context(), "Dockerfile", None)
-    run = f"check{secrets.token_hex(3)}"
-    labels = {LABEL_RUN: run, LABEL_OWNER: _owner(), LABEL_ROLE: "check"}
-    try:
-        network = client.networks.create(f"ichaos-{run}", driver="bridge", labels=labels)
-        container = client.containers.run(
-            image, ["-version"], name=f"ichaos-{run}", detach=True, network=network.name,
-            labels=labels,
-        )  # fmt: skip
-        status = container.wait(timeout=60).get("StatusCode")
-        if status != 0:
-            output = container.logs().decode(errors="replace").strip()
-            raise EngineBroken(
-                f"{described} at {engine_url()} ran a container that exited with {status}: "
-                f"{output or '(no output)'}"
-            )
-    except docker.errors.DockerException as exc:
-        raise EngineBroken(
-            f"{described} at {engine_url()} answers but cannot run a container: "
-            f"{_engine_message(exc)}"
-        ) from exc
-    finally:
-        # A removal that fails here must not hide why the check failed; what it leaves carries
-        # this process as owner, so the next sweep after it exits removes it.
-        with contextlib.suppress(docker.errors.DockerException):
-            sweep(client, run=run, log=lambda _m: None)
-    return described
-
-
-def _start_time(pid: int | str) -> str:
-    """The process's start time in clock ticks since boot ('' when it is gone): with the pid,
-    it tells a process from a later one that got the same pid."""
-    fields = process_stat(pid)
-    return fields[19] if len(fields) > 19 else ""
-
-
-def _pid_namespace() -> str:
-    try:
-        return str(Path("/proc/self/ns/pid").stat().st_ino)
-    except OSError:
-        return ""
-
-
-def _owner() -> str:
-    """Who created a resource: host, pid namespace, pid and start time of this harness."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{_pid_namespace()}:{pid}:{_start_time(pid)}"
-
-
-def _owner_alive(owner: str) -> bool:
-    """False only when the owner was a process of this host's pid namespace that is gone."""
-    parts = owner.split(":")
-    if len(parts) != 4:
-        return True  # not written by this version: not ours to judge
-    host, namespace, pid, started = parts
-    if host != socket.gethostname() or namespace != _pid_namespace() or not pid.isdigit():
-        return True  # another machine's or another container's harness
-    return _start_time(pid) == started
-
-
-def sweep(client: Any, *, run: str | None = None, log: Any = print) -> list[str]:
-    """Remove the containers and networks of ``run``, or, without one, of every run whose
-    harness process on this host is gone. Returns what was removed."""
-    import docker
-
-    def wanted(labels: dict[str, str]) -> bool:
-        if LABEL_RUN not in labels:
-            return False
-        if run is not None:
-            return labels[LABEL_RUN] == run
-        return not _owner_alive(labels.get(LABEL_OWNER, ""))
-
-    removed: list[str] = []
-    filters = {"label": [LABEL_RUN] if run is None else [f"{LABEL_RUN}={run}"]}
-    for container in client.containers.list(all=True, filters=filters, ignore_removed=True):
-        if wanted(container.labels):
-            with contextlib.suppress(docker.errors.NotFound):
-                container.remove(force=True, v=True)
-            removed.append(f"container {container.name}")
-    for network in client.networks.list(filters=filters):
-        if wanted(network.attrs.get("Labels") or {}):
-            with contextlib.suppress(docker.errors.NotFound):
-                network.remove()
-            removed.append(f"network {network.name}")
-    for what in removed:
-        log(f"removed {what} left by an earlier run")
-    return removed
-
-
-def sweep_run(engine: str, run: str, *, log: Any = print) -> list[str] | None:
-    """What :func:`sweep` does for one run recorded in a lease, on the engine it ran on; None
-    when the engine cannot be reached (the run is still to be swept)."""
-    import docker
-
-    try:
-        client = _client(engine)
-    except docker.errors.DockerException as exc:
-        log(f"could not reach {engine} to remove run {run}'s containers (kept for later): {exc}")
-        return None
-    try:
-        return sweep(client, run=run, log=log)
-    finally:
-        client.close()
-
-
-# -- images ----------------------------------------------------------------------------------
+from ._containers import (
+    _API_PORT,
+    _CLIENT_PORT,
+    _FIRST_HOP_PORT,
+    _READY_TIMEOUT_S,
+    _SERVICE_PORT,
+    _STACK_SECRET_ENV,
+    DEFAULT_BASE_IMAGE,
+    LABEL_OWNER,
+    LABEL_ROLE,
+    LABEL_RUN,
+    _engine_message,
+    _owner,
+    connect,
+    engine_url,
+    sweep,
+)
+from ._lease import _Lease, registry_dir
+from ._target import Target
 
 
 def project_root() -> Path:
     """The source checkout the service image is built from."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / "deploy" / "Dockerfile").is_file() or not (root / "pyproject.toml").is_file():
         raise BackendError(
             f"the docker backend builds its image from a source checkout, and {root} is not one: "
@@ -303,7 +128,7 @@ def toxiproxy_context() -> tuple[bytes, str]:
     cli = server.with_name("toxiproxy-cli")
     if not cli.is_file():
         raise BackendError(f"no toxiproxy-cli beside {server}: run ./dev setup")
-    dockerfile = Path(__file__).resolve().parent.parent / "deploy" / "toxiproxy.Dockerfile"
+    dockerfile = Path(__file__).resolve().parents[2] / "deploy" / "toxiproxy.Dockerfile"
     if not dockerfile.is_file():
         raise BackendError(f"{dockerfile}: missing; set ICHAOS_TOXIPROXY_IMAGE to an image")
     return _context({"Dockerfile": dockerfile, "toxiproxy-server": server, "toxiproxy-cli": cli})
@@ -645,132 +470,47 @@ class DockerTarget(Target):
             raise BackendError("; ".join(errors))
 
 
-class ContainerInjector(Injector):
-    """SIGKILL or SIGTERM to the service process in containers, or a pause of them.
+def check_engine(client: Any) -> str:
+    """Run one short container on a private network, as the backend runs its own, and return
+    the engine's name and version. An engine can answer its API and still be unable to start a
+    container on a network (podman without the programs its network backend executes): that is
+    :class:`EngineBroken` with the engine's own message, found here in seconds instead of by
+    every container the backend would start."""
+    import docker
 
-    A signal goes to the process under the container's init, not to the container through the
-    API: an engine may count an API kill as stopped by the user and not restart it (podman
-    does), whereas a process that dies, as under the OOM killer, ends its container with 137 and
-    the restart policy brings it back. A pause is the engine's (a SIGSTOP would stop only the
-    init); reverting unpauses.
-    """
-
-    def __init__(self, containers: list[Any], kind: SignalKind, label: str) -> None:
-        super().__init__()
-        self.containers, self.kind, self.label = containers, kind, label
-
-    @property
-    def description(self) -> str:
-        return f"{self.kind.value} of {self.label} (container)"
-
-    def _apply(self) -> None:
-        done: list[Any] = []
-        try:
-            for container in self.containers:
-                if self.kind is SignalKind.PAUSE:
-                    container.pause()
-                    done.append(container)
-                    if _state(container).get("Status") != "paused":
-                        raise ApplyError(f"{container.name}: read back, it is not paused")
-                else:
-                    began = _state(container).get("StartedAt")
-                    self._signal(container, "KILL" if self.kind is SignalKind.KILL else "TERM")
-                    done.append(container)
-                    self._ended(container, began)
-        except Exception as exc:
-            if self.kind is SignalKind.PAUSE:  # leave nothing half-applied
-                for container in done:
-                    with contextlib.suppress(Exception):
-                        container.unpause()
-            raise ApplyError(f"{self.description}: {exc}") from exc
-
-    def _ended(self, container: Any, began: object) -> None:
-        """The service process ended: its container stopped, or was started again since."""
-
-        def ended() -> bool:
-            state = _state(container)
-            return state.get("Status") != "running" or state.get("StartedAt") != began
-
-        try:
-            wait_until(ended, timeout=_SIGNAL_SETTLE_S, interval=0.1)
-        except WaitTimeout as exc:
-            raise ApplyError(f"{container.name}: signalled, but its service process was still "
-                             f"running {_SIGNAL_SETTLE_S:g}s later") from exc  # fmt: skip
-
-    @staticmethod
-    def _signal(container: Any, name: str) -> None:
-        script = f"kill -{name} $(cat /proc/1/task/1/children)"
-        code, output = container.exec_run(["sh", "-c", script])
-        if code != 0:
-            text = output.decode(errors="replace").strip()
-            raise ApplyError(f"{container.name}: kill -{name} exited {code}: {text}")
-
-    def _revert(self) -> None:
-        if self.kind is not SignalKind.PAUSE:
-            return
-
-        def unpause(container: Any) -> None:
-            if _state(container).get("Status") == "paused":
-                container.unpause()
-            if _state(container).get("Status") == "paused":
-                raise RevertError(f"{container.name}: read back, still paused")
-
-        _each(self.containers, unpause, self.description)
-
-
-class DisconnectInjector(Injector):
-    """Containers disconnected from the run's network; revert connects them again."""
-
-    def __init__(self, network: Any, containers: list[Any], label: str) -> None:
-        super().__init__()
-        self.network, self.containers, self.label = network, containers, label
-
-    @property
-    def description(self) -> str:
-        return f"network partition of {self.label}"
-
-    def _apply(self) -> None:
-        done: list[Any] = []
-        try:
-            for container in self.containers:
-                self.network.disconnect(container)
-                done.append(container)
-                if self._attached(container):
-                    raise ApplyError(f"{container.name}: read back, still on {self.network.name}")
-        except Exception:
-            for container in done:
-                with contextlib.suppress(Exception):
-                    self.network.connect(container)
-            raise
-
-    def _attached(self, container: Any) -> bool:
-        container.reload()
-        return self.network.name in (container.attrs["NetworkSettings"].get("Networks") or {})
-
-    def _revert(self) -> None:
-        def connect(container: Any) -> None:
-            if not self._attached(container):
-                self.network.connect(container)
-            if not self._attached(container):
-                raise RevertError(f"{container.name}: read back, not on {self.network.name}")
-
-        _each(self.containers, connect, self.description)
-
-
-def _state(container: Any) -> dict[str, Any]:
-    """The container's state as the engine has it now."""
-    container.reload()
-    state: dict[str, Any] = container.attrs.get("State") or {}
-    return state
-
-
-def _each(containers: list[Any], action: Callable[[Any], object], what: str) -> None:
-    """``action`` on every container, even after one fails; then one error naming the failures."""
-    failures = []
-    for container in containers:
-        try:
-            action(container)
-        except Exception as exc:
-            failures.append(f"{container.name}: {exc}")
-    if failures:
-        raise RevertError(f"{what}: revert failed for {'; '.join(failures)}")
+    try:
+        version = client.version()
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(
+            f"the engine at {engine_url()} did not say its version: {exc}"
+        ) from exc
+    components = {c.get("Name", ""): c.get("Version", "") for c in version.get("Components", [])}
+    name = "podman" if "Podman Engine" in components else "docker"
+    described = f"{name} {components.get('Podman Engine') or version.get('Version', '?')}"
+    image = ensure_image(client, "ichaos-toxiproxy", toxiproxy_context(), "Dockerfile", None)
+    run = f"check{secrets.token_hex(3)}"
+    labels = {LABEL_RUN: run, LABEL_OWNER: _owner(), LABEL_ROLE: "check"}
+    try:
+        network = client.networks.create(f"ichaos-{run}", driver="bridge", labels=labels)
+        container = client.containers.run(
+            image, ["-version"], name=f"ichaos-{run}", detach=True, network=network.name,
+            labels=labels,
+        )  # fmt: skip
+        status = container.wait(timeout=60).get("StatusCode")
+        if status != 0:
+            output = container.logs().decode(errors="replace").strip()
+            raise EngineBroken(
+                f"{described} at {engine_url()} ran a container that exited with {status}: "
+                f"{output or '(no output)'}"
+            )
+    except docker.errors.DockerException as exc:
+        raise EngineBroken(
+            f"{described} at {engine_url()} answers but cannot run a container: "
+            f"{_engine_message(exc)}"
+        ) from exc
+    finally:
+        # A removal that fails here must not hide why the check failed; what it leaves carries
+        # this process as owner, so the next sweep after it exits removes it.
+        with contextlib.suppress(docker.errors.DockerException):
+            sweep(client, run=run, log=lambda _m: None)
+    return described

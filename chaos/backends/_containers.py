@@ -1,0 +1,162 @@
+"""The Docker-API engine: connecting to it, the labels on everything a run creates, and the
+sweep of what a killed run left there (by its lease, or by an owner that is gone)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from chaos._errors import BackendError, EngineUnavailable
+from chaos.injectors import process_stat
+
+LABEL_RUN = "io.ichaos.run"
+LABEL_OWNER = "io.ichaos.owner"  # "host:pid" of the harness that created it
+LABEL_ROLE = "io.ichaos.role"
+DEFAULT_BASE_IMAGE = "python:3.11-slim-bookworm"
+_SERVICE_PORT = 8000
+_CLIENT_PORT = 8080
+_API_PORT = 8474
+_FIRST_HOP_PORT = 9000
+_STACK_SECRET_ENV = "ICHAOS_STACK_SECRET"  # the gateway's, for events from outside it
+_READY_TIMEOUT_S = 180.0
+_SIGNAL_SETTLE_S = 10.0  # how long a signalled service process may take to end
+_API_VERSION = "1.41"  # four workers importing torch at once on a small machine
+
+
+def engine_url() -> str:
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+
+
+HOW_TO_GET_AN_ENGINE = (
+    "start Docker, or (Debian, as root) run `deploy/podman-engine.sh start` and export the "
+    "DOCKER_HOST and ICHAOS_BASE_IMAGE it prints"
+)
+
+
+def _client(engine: str | None = None) -> Any:
+    """A Docker SDK client for ``engine`` (default: ``DOCKER_HOST``), checked to answer."""
+    import docker
+    import requests
+
+    engine = engine or engine_url()
+    if engine.startswith("unix://"):
+        # Tried first by hand: the SDK leaks the socket of a connection that fails.
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(engine.removeprefix("unix://"))
+            except OSError as exc:
+                raise docker.errors.DockerException(f"cannot connect: {exc.strerror}") from exc
+    # A fixed API version: negotiating one would contact the engine inside the constructor,
+    # where a failure leaks the connection. 1.41 is what podman serves; Docker accepts it.
+    client = docker.DockerClient(base_url=engine, version=_API_VERSION, timeout=300)
+    try:
+        client.ping()
+    except requests.RequestException as exc:
+        client.close()
+        raise docker.errors.DockerException(str(exc)) from exc
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def connect() -> Any:
+    """A client for the engine at ``DOCKER_HOST``; no engine is a clear error."""
+    try:
+        import docker
+    except ImportError as exc:  # pragma: no cover - the [docker] extra is part of ./dev setup
+        raise BackendError("the docker backend needs the [docker] extra (the docker SDK)") from exc
+    try:
+        return _client()
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(
+            f"no Docker API answers at {engine_url()} ({exc}): {HOW_TO_GET_AN_ENGINE}"
+        ) from exc
+
+
+def _engine_message(exc: Exception) -> str:
+    """What the engine said, without the SDK's request line around it."""
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc).strip()
+
+
+def _start_time(pid: int | str) -> str:
+    """The process's start time in clock ticks since boot ('' when it is gone): with the pid,
+    it tells a process from a later one that got the same pid."""
+    fields = process_stat(pid)
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(Path("/proc/self/ns/pid").stat().st_ino)
+    except OSError:
+        return ""
+
+
+def _owner() -> str:
+    """Who created a resource: host, pid namespace, pid and start time of this harness."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{_pid_namespace()}:{pid}:{_start_time(pid)}"
+
+
+def _owner_alive(owner: str) -> bool:
+    """False only when the owner was a process of this host's pid namespace that is gone."""
+    parts = owner.split(":")
+    if len(parts) != 4:
+        return True  # not written by this version: not ours to judge
+    host, namespace, pid, started = parts
+    if host != socket.gethostname() or namespace != _pid_namespace() or not pid.isdigit():
+        return True  # another machine's or another container's harness
+    return _start_time(pid) == started
+
+
+def sweep(client: Any, *, run: str | None = None, log: Any = print) -> list[str]:
+    """Remove the containers and networks of ``run``, or, without one, of every run whose
+    harness process on this host is gone. Returns what was removed."""
+    import docker
+
+    def wanted(labels: dict[str, str]) -> bool:
+        if LABEL_RUN not in labels:
+            return False
+        if run is not None:
+            return labels[LABEL_RUN] == run
+        return not _owner_alive(labels.get(LABEL_OWNER, ""))
+
+    removed: list[str] = []
+    filters = {"label": [LABEL_RUN] if run is None else [f"{LABEL_RUN}={run}"]}
+    for container in client.containers.list(all=True, filters=filters, ignore_removed=True):
+        if wanted(container.labels):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True, v=True)
+            removed.append(f"container {container.name}")
+    for network in client.networks.list(filters=filters):
+        if wanted(network.attrs.get("Labels") or {}):
+            with contextlib.suppress(docker.errors.NotFound):
+                network.remove()
+            removed.append(f"network {network.name}")
+    for what in removed:
+        log(f"removed {what} left by an earlier run")
+    return removed
+
+
+def sweep_run(engine: str, run: str, *, log: Any = print) -> list[str] | None:
+    """What :func:`sweep` does for one run recorded in a lease, on the engine it ran on; None
+    when the engine cannot be reached (the run is still to be swept)."""
+    import docker
+
+    try:
+        client = _client(engine)
+    except docker.errors.DockerException as exc:
+        log(f"could not reach {engine} to remove run {run}'s containers (kept for later): {exc}")
+        return None
+    try:
+        return sweep(client, run=run, log=log)
+    finally:
+        client.close()
+
+
+# -- images ----------------------------------------------------------------------------------
