@@ -25,7 +25,7 @@ from ._scenario import (
     ToxicFault,
 )
 from ._toxiproxy import Toxic
-from .backends import Target
+from .backends import ReplicaRef, Target
 from .backends.services import ServicesTarget, service_model_path
 from .injectors import (
     GpuFaultInjector,
@@ -76,7 +76,9 @@ def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Rando
     if isinstance(spec, PartitionFault) and spec.method is PartitionMethod.NETWORK:
         assert isinstance(spec.hop, Replicas)  # the scenario model refuses the client hop
         pool = spec.hop.pool.value
-        return target.network_partition([(pool, i) for i in choose(target, spec.hop, rng)])
+        return target.network_partition(
+            [ReplicaRef(pool, i) for i in choose(target, spec.hop, rng)]
+        )
     if isinstance(spec, ToxicFault | PartitionFault):
         if target.toxiproxy is None:
             raise ApplyError(f"{name}: this target has no Toxiproxy")
@@ -101,7 +103,7 @@ def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Rando
         indexes = choose(target, spec.target, rng)
         pool = spec.target.pool.value
         label = ", ".join(f"{pool}[{i}]" for i in indexes)
-        return target.process_fault([(pool, i) for i in indexes], spec.signal, label)
+        return target.process_fault([ReplicaRef(pool, i) for i in indexes], spec.signal, label)
     if isinstance(spec, GpuFaultSpec):
         if target.admin_token is None:
             raise ApplyError(f"{name}: GPU fault hooks need the stack's admin token")
@@ -110,7 +112,7 @@ def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Rando
             name,
             [
                 GpuFaultInjector(
-                    str(target.worker(pool, i)["url"]),
+                    target.replica(ReplicaRef(pool, i)).url,
                     spec.fault,
                     target.admin_token,
                     dict(spec.params),
@@ -190,11 +192,10 @@ def _model_injector(
     def reload() -> None:
         for index in replicas:
             if spec.reload == "admin":
-                target.reload(pool, index)
+                target.reload(ReplicaRef(pool, index))
             elif spec.reload == "restart":
-                target.process_fault(
-                    [(pool, index)], SignalKind.TERMINATE, f"{pool}[{index}]"
-                ).apply()
+                ref = ReplicaRef(pool, index)
+                target.process_fault([ref], SignalKind.TERMINATE, str(ref)).apply()
 
     where = ", ".join(f"{pool}[{i}]" for i in replicas) or "no replica"
     label = f"{spec.corruption.value} of {spec.model}/{spec.file}, {spec.reload} of {where}"

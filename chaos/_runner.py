@@ -295,6 +295,14 @@ class Runner:
             repair(log=lambda line: self.emit(EventType.REPAIR, text=line))
             target = self._target_factory(self.loaded, self.settings, self.run_dir)
             self.emit(EventType.TARGET_READY, target=target.describe())
+            asked = {fault.kind for fault in self.scenario.faults}
+            if asked - target.honours:
+                # The file's checks refuse these before anything starts; a target made in code
+                # (a target_factory) is held to what it says it honours here, before the load.
+                raise HarnessError(
+                    f"{type(target).__name__} does not carry out {sorted(asked - target.honours)} "
+                    f"faults (it honours {sorted(target.honours)})"
+                )
             self._experiment(target)
         except InjectionError as exc:
             self.state.errors.append(str(exc))

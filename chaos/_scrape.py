@@ -279,9 +279,9 @@ def endpoints_of(
                 found.append(Endpoint(source.name, f"{target.service_url(source.service)}{path}"))
             elif source.replicas is not None:
                 found += [
-                    Endpoint(source.name, f"{str(w['url']).rstrip('/')}{source.path}")
-                    for w in target.workers()
-                    if w["pool"] == source.replicas.value
+                    Endpoint(source.name, f"{r.url.rstrip('/')}{source.path}")
+                    for r in target.replicas()
+                    if r.ref.pool == source.replicas.value
                 ]
             else:
                 found.append(Endpoint(source.name, f"{target.direct_url}{source.path}",

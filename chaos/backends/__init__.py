@@ -7,13 +7,15 @@ run left, as a step of its own before a run starts.
 """
 
 from ._lease import registry_dir, repair, state_dir, toxiproxy_url
-from ._target import Target
+from ._target import Replica, ReplicaRef, Target
 from .local import LocalTarget
 from .services import ServicesTarget
 from .url import UrlTarget
 
 __all__ = [
     "LocalTarget",
+    "Replica",
+    "ReplicaRef",
     "ServicesTarget",
     "Target",
     "UrlTarget",

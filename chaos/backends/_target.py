@@ -4,8 +4,9 @@ proxies, what its faults need, and how it stops."""
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -36,9 +37,35 @@ from ._lease import _Lease, state_dir, toxiproxy_url
 _NOWHERE = "127.0.0.1:1"  # a proxy's upstream before its service's port is known: refused
 
 
+@dataclass(frozen=True, order=True)
+class ReplicaRef:
+    """One replica of a pool of the reference stack. Its hop key, ``primary[0]``, is spelled
+    by ``str()`` here and nowhere else."""
+
+    pool: str
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.pool}[{self.index}]"
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A running replica: its own address (not through a proxy), and its process (local) or
+    container (docker)."""
+
+    ref: ReplicaRef
+    url: str
+    pid: int | None = None
+    container: str | None = None
+
+
 class Target:
     """A provisioned service. ``url`` is what clients use (through the client-hop proxy);
-    ``hops`` maps ``client`` and ``pool[index]`` to Toxiproxy proxy names."""
+    ``hops`` maps hop keys (``client``, ``str(ReplicaRef)``, a link's ``from->to``) to Toxiproxy
+    proxy names; ``honours`` is the fault kinds it can carry out."""
+
+    honours: ClassVar[frozenset[str]] = frozenset({"burst"})
 
     def __init__(self) -> None:
         self.url = ""
@@ -59,20 +86,21 @@ class Target:
 
     # -- what faults need ----------------------------------------------------------------
 
-    def workers(self) -> list[dict[str, Any]]:
-        raise BackendError("this backend has no worker processes")
+    def replicas(self) -> list[Replica]:
+        """Every replica running now (a restarted one may have a new pid or address)."""
+        raise BackendError("this backend has no replicas")
 
     def gateway_pid(self) -> int:
         raise BackendError("this backend has no gateway process")
 
-    def worker(self, pool: str, index: int) -> dict[str, Any]:
-        for worker in self.workers():
-            if (worker["pool"], worker["index"]) == (pool, index):
-                return worker
-        raise BackendError(f"the stack has no {pool} replica {index}")
+    def replica(self, ref: ReplicaRef) -> Replica:
+        for replica in self.replicas():
+            if replica.ref == ref:
+                return replica
+        raise BackendError(f"the stack has no {ref.pool} replica {ref.index}")
 
     def pool_size(self, pool: str) -> int:
-        return sum(1 for w in self.workers() if w["pool"] == pool)
+        return sum(1 for r in self.replicas() if r.ref.pool == pool)
 
     def headers(self) -> dict[str, str]:
         return {ADMIN_TOKEN_HEADER: self.admin_token} if self.admin_token else {}
@@ -93,17 +121,15 @@ class Target:
         events: list[dict[str, Any]] = answer.json()["events"]
         return events
 
-    def reload(self, pool: str, index: int) -> None:
+    def reload(self, ref: ReplicaRef) -> None:
         url = self._admin_url()
         if url is None:
             raise BackendError("this backend cannot reload models")
         answer = httpx.post(
-            f"{url}{replica_reload_path(pool, index)}", headers=self.headers(), timeout=10
+            f"{url}{replica_reload_path(ref.pool, ref.index)}", headers=self.headers(), timeout=10
         )
         if answer.status_code != 202:
-            raise BackendError(
-                f"reload of {pool}[{index}]: HTTP {answer.status_code}: {answer.text}"
-            )
+            raise BackendError(f"reload of {ref}: HTTP {answer.status_code}: {answer.text}")
 
     def _all_ready(self) -> bool:
         """Every replica ready, as the gateway sees it (through the client hop)."""
@@ -112,17 +138,20 @@ class Target:
         return all(r["ready"] for pool in pools.values() for r in pool["replicas"])
 
     def process_fault(
-        self, replicas: list[tuple[str, int]] | None, kind: SignalKind, label: str
+        self, replicas: list[ReplicaRef] | None, kind: SignalKind, label: str
     ) -> Injector:
         """A kill, terminate or pause of the gateway (``replicas`` None) or of these replicas."""
         if replicas is None:
             pids, marker = [self.gateway_pid()], "target_service gateway"
         else:
-            pids = [int(self.worker(pool, index)["pid"]) for pool, index in replicas]
+            found = [self.replica(ref) for ref in replicas]
+            if any(r.pid is None for r in found):
+                raise ApplyError(f"{label}: no process to signal (containers: a container fault)")
+            pids = [int(r.pid) for r in found if r.pid is not None]
             marker = "target_service worker"
         return SignalInjector(pids, kind, label=label, marker=marker)
 
-    def network_partition(self, replicas: list[tuple[str, int]]) -> Injector:
+    def network_partition(self, replicas: list[ReplicaRef]) -> Injector:
         """These replicas cut off the stack's network (only containers have one to cut)."""
         raise ApplyError("`method: network` partitions need the docker backend")
 

@@ -65,7 +65,7 @@ from ._containers import (
     sweep,
 )
 from ._lease import _Lease, registry_dir
-from ._target import Target
+from ._target import Replica, ReplicaRef, Target
 
 
 def project_root() -> Path:
@@ -180,6 +180,8 @@ def ensure_image(
 class DockerTarget(Target):
     """The reference stack as containers behind a Toxiproxy container."""
 
+    honours = frozenset({"toxic", "partition", "process", "gpu", "model", "burst"})
+
     def __init__(self, stack_file: Path | None, run_dir: Path, *, log: Path | None = None) -> None:
         super().__init__()
         from target_service import default_stack_file, load_stack_config, worker_options
@@ -196,6 +198,7 @@ class DockerTarget(Target):
         self._log: IO[str] | None = None
         self._run_dir = run_dir
         self._containers: dict[str, Any] = {}  # key: "toxiproxy", "gateway", "primary[0]", ...
+        self._replica_refs: list[ReplicaRef] = []
         self._names: dict[str, str] = {}
         self._network: Any = None
         self._followers: list[Any] = []
@@ -223,7 +226,9 @@ class DockerTarget(Target):
             replicas, hop_port = [], _FIRST_HOP_PORT
             for pool_name, pool in config.pools.items():
                 for index in range(pool.replicas):
-                    key = f"{pool_name.value}[{index}]"
+                    ref = ReplicaRef(pool_name.value, index)
+                    self._replica_refs.append(ref)
+                    key = str(ref)
                     name = self._name(f"{pool_name.value}-{index}")
                     self._run(
                         key, service, name, role="worker", environment=env,
@@ -403,29 +408,24 @@ class DockerTarget(Target):
 
     # -- what faults need --------------------------------------------------------------------
 
-    def workers(self) -> list[dict[str, Any]]:
-        found = []
-        for key in self._containers:
-            if "[" not in key:
-                continue
-            pool, index = key[:-1].split("[")
-            found.append({
-                "pool": pool, "index": int(index), "container": self._names[key],
-                "url": f"http://127.0.0.1:{self._published(key, _SERVICE_PORT)}",
-            })  # fmt: skip
-        return found
+    def replicas(self) -> list[Replica]:
+        return [
+            Replica(ref, f"http://127.0.0.1:{self._published(str(ref), _SERVICE_PORT)}",
+                    container=self._names[str(ref)])
+            for ref in self._replica_refs
+        ]  # fmt: skip
 
     def process_fault(
-        self, replicas: list[tuple[str, int]] | None, kind: SignalKind, label: str
+        self, replicas: list[ReplicaRef] | None, kind: SignalKind, label: str
     ) -> Injector:
-        keys = ["gateway"] if replicas is None else [f"{p}[{i}]" for p, i in replicas]
+        keys = ["gateway"] if replicas is None else [str(ref) for ref in replicas]
         missing = [k for k in keys if k not in self._containers]
         if missing:
             raise ApplyError(f"no container for {', '.join(missing)}")
         return ContainerInjector([self._containers[k] for k in keys], kind, label)
 
-    def network_partition(self, replicas: list[tuple[str, int]]) -> Injector:
-        keys = [f"{p}[{i}]" for p, i in replicas]
+    def network_partition(self, replicas: list[ReplicaRef]) -> Injector:
+        keys = [str(ref) for ref in replicas]
         missing = [k for k in keys if k not in self._containers]
         if missing:
             raise ApplyError(f"no container for {', '.join(missing)}")

@@ -18,11 +18,13 @@ from chaos._toxiproxy import (
 from chaos._wait import wait_until
 
 from ._lease import _Lease, registry_dir
-from ._target import _NOWHERE, Target
+from ._target import _NOWHERE, Replica, ReplicaRef, Target
 
 
 class LocalTarget(Target):
     """The reference stack behind the project's own toxiproxy-server, all on loopback."""
+
+    honours = frozenset({"toxic", "partition", "process", "gpu", "model", "burst"})
 
     def __init__(self, stack_file: Path | None, run_dir: Path, *, log: Path | None = None) -> None:
         super().__init__()
@@ -46,7 +48,8 @@ class LocalTarget(Target):
             for pool_name, pool in config.pools.items():
                 addresses = []
                 for index in range(pool.replicas):
-                    hop, name = f"{pool_name.value}[{index}]", f"{pool_name.value}-{index}"
+                    hop = str(ReplicaRef(pool_name.value, index))
+                    name = f"{pool_name.value}-{index}"
                     addresses.append(self._create_proxy(hop, name, _NOWHERE))
                 pools[pool_name.value] = {"addresses": addresses}
             data = config.model_dump(mode="json", exclude={"registry"})
@@ -65,8 +68,8 @@ class LocalTarget(Target):
             )  # fmt: skip
             proxies = self.toxiproxy
             assert proxies is not None
-            for worker in self.workers():
-                hop = self.hops[f"{worker['pool']}[{worker['index']}]"]
+            for worker in self._state()["workers"]:
+                hop = self.hops[str(ReplicaRef(str(worker["pool"]), int(worker["index"])))]
                 proxies.update_proxy(hop, upstream=f"127.0.0.1:{worker['port']}")
             gateway = self._state()["gateway"]
             self.direct_url = str(gateway["url"])
@@ -84,8 +87,11 @@ class LocalTarget(Target):
     def _admin_url(self) -> str:
         return self.direct_url
 
-    def workers(self) -> list[dict[str, Any]]:
-        return [dict(w) for w in self._state()["workers"]]
+    def replicas(self) -> list[Replica]:
+        return [
+            Replica(ReplicaRef(str(w["pool"]), int(w["index"])), str(w["url"]), pid=int(w["pid"]))
+            for w in self._state()["workers"]
+        ]
 
     def gateway_pid(self) -> int:
         return int(self._state()["gateway"]["pid"])

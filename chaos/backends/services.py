@@ -116,6 +116,8 @@ class _Service:
 class ServicesTarget(Target):
     """A services stack file's services as processes on loopback behind Toxiproxy."""
 
+    honours = frozenset({"toxic", "partition", "process", "model", "burst"})
+
     def __init__(self, stack: LoadedStack, run_dir: Path, *, log: Path | None = None) -> None:
         super().__init__()
         self.stack, self.run_dir = stack, run_dir

@@ -25,6 +25,8 @@ from ._target import Target
 class UrlTarget(Target):
     """A service that is already running: a client-hop proxy in front of it, nothing else."""
 
+    honours = frozenset({"toxic", "partition", "burst"})
+
     def __init__(
         self,
         url: str,

@@ -42,6 +42,8 @@ def service(served: tuple[str, Service]) -> Iterator[Service]:
 
 
 class FakeTarget(Target):
+    honours = frozenset({"toxic", "partition", "process", "gpu", "model", "burst"})
+
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = self.direct_url = url
@@ -167,6 +169,27 @@ def test_a_run_emits_events_in_order_and_writes_a_verdict(harness: Harness) -> N
     journal = list(read_journal(result.run_dir))
     assert sum(1 for e in journal if e["type"] == "request") == 100
     assert journal[-1]["type"] == "run_finished"
+
+
+def test_a_target_is_held_to_the_fault_kinds_it_honours(harness: Harness) -> None:
+    """A target made in code that cannot carry out a kind of fault the scenario asks for: a
+    harness error before any load, not a run that skips the fault."""
+
+    class LoadOnly(FakeTarget):
+        honours = frozenset({"burst"})
+
+    path = harness.tmp_path / "scenario.yaml"
+    path.write_text(SCENARIO, encoding="utf-8")
+    result = Runner(
+        load_scenario(path), RunSettings(report_dir=harness.tmp_path / "reports", settle=1.0),
+        observers=[*recorders(), harness.events.append],
+        target_factory=lambda *_a: LoadOnly(harness.url),
+    ).run()  # fmt: skip
+    assert result.verdict.status == "harness_error"
+    assert result.verdict.harness_errors == [
+        "LoadOnly does not carry out ['partition'] faults (it honours ['burst'])"
+    ]
+    assert "load_started" not in harness.types()
 
 
 def test_an_unmet_expectation_fails_the_run(harness: Harness) -> None:
