@@ -90,7 +90,7 @@ def _service_fields(fault: _Fault) -> Iterator[tuple[str, str]]:
     """Where a fault names a service or a link of a services stack file."""
     if isinstance(fault, ToxicFault | PartitionFault) and isinstance(fault.hop, Link):
         yield "hop", f"link {fault.hop.key}"
-    if isinstance(fault, ProcessFault) and isinstance(fault.target, ServiceRef):
+    if isinstance(fault, ProcessFault | GpuFaultSpec) and isinstance(fault.target, ServiceRef):
         yield "target", fault.target.describe()
     if isinstance(fault, ModelFault) and fault.service is not None:
         yield "service", f"service {fault.service}"
@@ -115,10 +115,9 @@ def services_stack_issues(scenario: Scenario, stack: StackFile) -> list[Issue]:
         for field, what in _pool_fields(fault):
             found.append(Issue((*where, field), f"{what}: a services stack file has no pools or "
                                f"gateway; name a service ({names}) or a link"))  # fmt: skip
-        if isinstance(fault, GpuFaultSpec):
-            why = "GPU fault hooks are the reference workers' admin API: services have none"
-            found.append(Issue((*where, "kind"), why))
         service = None
+        if isinstance(fault, GpuFaultSpec) and isinstance(fault.target, ServiceRef):
+            service, field = fault.target.service, "target"
         if isinstance(fault, ProcessFault) and isinstance(fault.target, ServiceRef):
             service, field = fault.target.service, "target"
         if isinstance(fault, ModelFault) and fault.service is not None:
@@ -131,6 +130,9 @@ def services_stack_issues(scenario: Scenario, stack: StackFile) -> list[Issue]:
         spec = stack.services[service]
         if isinstance(fault, ModelFault) and spec.model_dir is None:
             found.append(Issue((*where, field), f"service {service} declares no `model_dir`"))
+        if isinstance(fault, GpuFaultSpec) and not spec.fault_hooks:
+            why = "declares no `fault_hooks` (the reference worker's GPU fault API)"
+            found.append(Issue((*where, field), f"service {service} {why}"))
     for index, source in enumerate(scenario.metrics.sources if scenario.metrics else []):
         at = ("metrics", "sources", index)
         if source.replicas is not None:

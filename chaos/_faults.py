@@ -107,6 +107,10 @@ def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Rando
     if isinstance(spec, GpuFaultSpec):
         if target.admin_token is None:
             raise ApplyError(f"{name}: GPU fault hooks need the stack's admin token")
+        if isinstance(spec.target, ServiceRef):
+            url = _services(target, name).service_url(spec.target.service)
+            hook = GpuFaultInjector(url, spec.fault, target.admin_token, dict(spec.params))
+            return InjectorGroup(name, [hook])
         pool = spec.target.pool.value
         return InjectorGroup(
             name,

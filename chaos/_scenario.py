@@ -619,8 +619,12 @@ class GpuFaultSpec(_Fault):
     """`gpu`: a GPU failure through the worker's fault hook."""
     fault: GpuFault
     """`gpu_error`, `hang`, `slow` or `oom`."""
-    target: Replicas
-    """the replicas it happens on."""
+    target: Annotated[
+        Annotated[Replicas, Tag("replicas")] | Annotated[ServiceRef, Tag("service")],
+        Discriminator(_target_kind),
+    ]
+    """the replicas it happens on, or a service of a services stack file that declares
+    `fault_hooks` (`{service: worker}`)."""
     params: dict[str, Int] = Field(
         default_factory=dict,
         description="`slow` takes ms_per_token (1-60000, required), `oom` count (1-1000000)",

@@ -93,6 +93,9 @@ class ServiceSpec(_Strict):
     ichaos model registry): model faults damage files in it."""
     metrics: str | None = Field(default=None, pattern=r"^/[^\s]*$")
     """the path of its Prometheus metrics, for a scenario's `metrics.sources[].service`."""
+    fault_hooks: bool = False
+    """it serves the reference worker's GPU fault hooks (`/admin/faults/{kind}`, the admin
+    token given to it as `${admin_token}`): `kind: gpu` faults may target it."""
 
 
 class LinkSpec(_Strict):
@@ -142,7 +145,7 @@ class StackFile(_Strict):
 # -- placeholders ------------------------------------------------------------------------------
 
 _PLACEHOLDER = re.compile(r"\$\$|\$\{([a-z_]+)(?::([^}]*))?\}")
-_SIMPLE = {"port", "host", "model_dir", "python", "stack_dir", "registry"}
+_SIMPLE = {"port", "host", "model_dir", "python", "stack_dir", "registry", "admin_token"}
 
 
 @dataclass(frozen=True)
@@ -274,7 +277,7 @@ def _service_issues(
     stack: StackFile, name: str, spec: ServiceSpec, base: Path, fixed: Mapping[str, str]
 ) -> Iterator[Issue]:
     linked = {link.to for link in stack.links if link.from_ == name}
-    used_port = False
+    used_port = used_token = False
     texts: list[tuple[tuple[str | int, ...], str]] = [
         (("command", i), t) for i, t in enumerate(spec.command)
     ]
@@ -283,6 +286,7 @@ def _service_issues(
         where = ("services", name, *loc)
         for p in placeholders(text):
             used_port |= p.name == "port"
+            used_token |= p.name == "admin_token"
             if p.name == "link":
                 if p.arg not in linked:
                     yield Issue(where, f"{p}: no link from {name} to {p.arg!r} is declared "
@@ -301,6 +305,9 @@ def _service_issues(
             if p.name not in fixed or p.arg is not None:
                 known = ", ".join("${" + s + "}" for s in sorted(fixed))
                 yield Issue(("services", name, "model"), f"{p}: a model name may use {known}")
+    if spec.fault_hooks and not used_token:
+        why = "give it ${admin_token} (the reference worker reads $ICHAOS_ADMIN_TOKEN)"
+        yield Issue(("services", name, "fault_hooks"), f"fault hooks need the admin token: {why}")
     if not used_port:
         why = "use ${port} in its command or environment"
         yield Issue(("services", name, "command"), f"{name} is never told its port: {why}")

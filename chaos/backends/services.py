@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -116,7 +117,7 @@ class _Service:
 class ServicesTarget(Target):
     """A services stack file's services as processes on loopback behind Toxiproxy."""
 
-    honours = frozenset({"toxic", "partition", "process", "model", "burst"})
+    honours = frozenset({"toxic", "partition", "process", "gpu", "model", "burst"})
 
     def __init__(self, stack: LoadedStack, run_dir: Path, *, log: Path | None = None) -> None:
         super().__init__()
@@ -133,6 +134,8 @@ class ServicesTarget(Target):
         self._services = {name: _Service(name, spec, logs / f"{name}.log")
                           for name, spec in stack.stack.services.items()}  # fmt: skip
         self._link_urls: dict[str, dict[str, str]] = {name: {} for name in self._services}
+        # For the services that declare fault hooks (`${admin_token}`); never written to a file.
+        self.admin_token = secrets.token_urlsafe(16)
         try:
             logs.mkdir(parents=True, exist_ok=True)
             self._checksum_models()
@@ -168,6 +171,8 @@ class ServicesTarget(Target):
 
     def _command(self, svc: _Service) -> tuple[list[str], dict[str, str]]:
         values = {**fixed_values(self.stack.base), "port": str(svc.port)}
+        assert self.admin_token is not None
+        values["admin_token"] = self.admin_token
         folder = self.stack.model_dir(svc.name)
         if folder is not None:
             values["model_dir"] = str(folder)
@@ -188,7 +193,8 @@ class ServicesTarget(Target):
         if svc.log is None:
             svc.log = svc.log_path.open("ab")
         svc.starts += 1
-        svc.log.write(f"== ichaos: start {svc.starts} of {svc.name}: {argv}\n".encode())
+        said = [part.replace(self.admin_token or "\0", "***") for part in argv]
+        svc.log.write(f"== ichaos: start {svc.starts} of {svc.name}: {said}\n".encode())
         svc.log.flush()
         try:
             proc = subprocess.Popen(

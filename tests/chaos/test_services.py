@@ -22,10 +22,21 @@ from typing import Any
 
 import pytest
 
-from chaos import Runner, RunSettings, load_scenario, read_journal, recorders, repair, wait_until
+from chaos import (
+    Runner,
+    RunSettings,
+    Target,
+    load_scenario,
+    read_journal,
+    recorders,
+    repair,
+    wait_until,
+)
 from chaos._errors import BackendError
+from chaos._runner import default_target
 from chaos.backends import ServicesTarget
 from chaos.injectors import process_state
+from tests.conftest import needs_service
 
 pytestmark = pytest.mark.chaos
 
@@ -242,3 +253,56 @@ def test_a_killed_harness_leaves_services_the_next_run_stops(stack: Path) -> Non
     assert wait_until(lambda: _gone(set(pids)), timeout=10)
     assert result.verdict.passed
     assert repair(stack / "state") == []
+
+
+WORKER_STACK = """\
+services:
+  worker:
+    command: ["${python}", "-m", "target_service", "worker", "--model", "primary:v1",
+              "--registry", "${registry}", "--port", "${port}", "--fault-hooks",
+              "--threads", "1"]
+    env: {ICHAOS_ADMIN_TOKEN: "${admin_token}"}
+    health: /readyz
+    start_timeout: 120s
+    restart_delay: 200ms
+    fault_hooks: true
+"""
+
+
+@pytest.mark.slow
+@needs_service
+def test_a_gpu_fault_on_a_service_that_declares_the_hooks(
+    stack: Path, registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reference worker as a service of a user's stack: its GPU fault hooks work there as
+    on the reference stack, and the admin token ichaos gave it is written nowhere."""
+    monkeypatch.setenv("ICHAOS_REGISTRY", str(registry))
+    (stack / "stack.yaml").write_text(WORKER_STACK)
+    path = stack / "scenario.yaml"
+    path.write_text("name: own\nstack: stack.yaml\n" + textwrap.dedent("""\
+        load: {rate: 4/s, duration: 14s, timeout: 10s}
+        faults:
+          - {name: gpu-dies, kind: gpu, fault: gpu_error, target: {service: worker}, at: 2s}
+        expect:
+          - {kind: event, event: service_exited, details: {service: worker, planned: false}}
+          - {kind: event, event: service_ready, details: {service: worker}}
+        """))  # fmt: skip
+    made: list[Target] = []
+
+    def keep(*args: Any) -> Target:
+        made.append(default_target(*args))
+        return made[-1]
+
+    result = Runner(load_scenario(path), RunSettings(report_dir=stack / "reports"),
+                    observers=recorders(), target_factory=keep).run()  # fmt: skip
+    journal = list(read_journal(result.run_dir))
+    assert result.verdict.passed, result.verdict.model_dump_json(indent=1)
+    exited = _service_events(journal, "service_exited")
+    assert exited and exited[0]["code"] != 0
+    requests = [e for e in journal if e["type"] == "request"]
+    assert any(r["status"] == 200 for r in requests if r["scheduled"] > exited[0]["t"] + 1)
+    token = made[0].admin_token
+    assert token
+    for file in result.run_dir.rglob("*"):
+        assert not file.is_file() or token.encode() not in file.read_bytes(), file
+    assert wait_until(lambda: _gone(_pids(journal)), timeout=10)

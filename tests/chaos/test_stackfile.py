@@ -136,6 +136,11 @@ BAD: dict[str, tuple[tuple[str, str], int, str]] = {
         7,
         "health",
     ),
+    "fault hooks without the admin token": (
+        ("    metrics: /metrics\n", "    metrics: /metrics\n    fault_hooks: true\n"),
+        7,
+        "fault hooks need the admin token: give it ${admin_token}",
+    ),
 }
 
 
@@ -232,10 +237,15 @@ REFUSED: dict[str, tuple[str, int, str]] = {
         5,
         "no service named 'db'",
     ),
-    "a GPU fault": (
+    "a GPU fault on a service without fault hooks": (
+        "faults:\n  - {kind: gpu, fault: hang, target: {service: model}, at: 1s, duration: 1s}\n",
+        5,
+        "service model declares no `fault_hooks`",
+    ),
+    "a GPU fault on a pool": (
         "faults:\n  - {kind: gpu, fault: hang, target: {pool: primary}, at: 1s, duration: 1s}\n",
         5,
-        "GPU fault hooks",
+        "every primary: a services stack file has no pools",
     ),
     "a model fault on a service without a model_dir": (
         "faults:\n  - {kind: model, service: router, reload: none, at: 1s}\n",
