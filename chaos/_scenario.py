@@ -35,6 +35,7 @@ from slo import Duration, Issue, SLODocument
 
 from ._protocols import AnswerRules, Api
 from ._shapes import Arrivals, Constant, Ramp, Shape, Spike, Step
+from ._stackfile import SERVICE_NAME
 from ._toxiproxy import Stream, ToxicType
 from .injectors import Corruption, GpuFault, SignalKind
 
@@ -377,7 +378,7 @@ class Gateway(_Strict):
     """`true`: the gateway process (or container)."""
 
 
-_SERVICE = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_SERVICE = SERVICE_NAME  # the stack file's spelling of a service name
 
 
 class ServiceRef(_Strict):

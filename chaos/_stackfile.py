@@ -27,7 +27,8 @@ from slo import Duration, Issue, SLOFileError, parse_yaml_document, read_documen
 from ._errors import ScenarioError
 from ._protocols import Api
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+SERVICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_NAME = SERVICE_NAME
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 MAX_STACK_BYTES = 1 << 20
 
@@ -186,7 +187,10 @@ def expand(text: str, values: Mapping[str, str], links: Mapping[str, str]) -> st
 
 
 def registry_path() -> Path:
-    return Path(os.environ.get("ICHAOS_REGISTRY", ".ichaos/registry")).resolve()
+    # Imported here: the backends import this module (a services target reads stack files).
+    from chaos.backends import registry_dir
+
+    return registry_dir().resolve()
 
 
 def fixed_values(stack_dir: Path) -> dict[str, str]:

@@ -46,6 +46,16 @@ def registry_dir() -> Path:
     return Path(os.environ.get("ICHAOS_REGISTRY", ".ichaos/registry"))
 
 
+def built_registry() -> Path:
+    """The registry the reference stack serves from, absolute; refused when not built."""
+    registry = registry_dir().resolve()
+    if not (registry / "primary").is_dir():
+        raise BackendError(
+            f"no model registry at {registry}: run ./dev setup or `ichaos models build`"
+        )
+    return registry
+
+
 def _gone(pid: int, marker: str) -> Callable[[], bool]:
     return lambda: marker not in process_cmdline(pid)
 

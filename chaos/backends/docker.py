@@ -64,8 +64,8 @@ from ._containers import (
     engine_url,
     sweep,
 )
-from ._lease import _Lease, registry_dir
-from ._target import Replica, ReplicaRef, Target
+from ._lease import _Lease, built_registry
+from ._target import REFERENCE_FAULTS, Replica, ReplicaRef, Target
 
 
 def project_root() -> Path:
@@ -180,17 +180,13 @@ def ensure_image(
 class DockerTarget(Target):
     """The reference stack as containers behind a Toxiproxy container."""
 
-    honours = frozenset({"toxic", "partition", "process", "gpu", "model", "burst"})
+    honours = REFERENCE_FAULTS
 
     def __init__(self, stack_file: Path | None, run_dir: Path, *, log: Path | None = None) -> None:
         super().__init__()
         from target_service import default_stack_file, load_stack_config, worker_options
 
-        self.registry = registry_dir().resolve()
-        if not (self.registry / "primary").is_dir():
-            raise BackendError(
-                f"no model registry at {self.registry}: run ./dev setup or `ichaos models build`"
-            )
+        self.registry = built_registry()
         config = load_stack_config(stack_file or default_stack_file())
         self.run_id = secrets.token_hex(4)
         self._lease = _Lease(self.state)

@@ -17,24 +17,20 @@ from chaos._toxiproxy import (
 )
 from chaos._wait import wait_until
 
-from ._lease import _Lease, registry_dir
-from ._target import _NOWHERE, Replica, ReplicaRef, Target
+from ._lease import _Lease, built_registry
+from ._target import _NOWHERE, REFERENCE_FAULTS, Replica, ReplicaRef, Target
 
 
 class LocalTarget(Target):
     """The reference stack behind the project's own toxiproxy-server, all on loopback."""
 
-    honours = frozenset({"toxic", "partition", "process", "gpu", "model", "burst"})
+    honours = REFERENCE_FAULTS
 
     def __init__(self, stack_file: Path | None, run_dir: Path, *, log: Path | None = None) -> None:
         super().__init__()
         from target_service import StackProcess, default_stack_file, load_stack_config
 
-        self.registry = registry_dir().resolve()
-        if not (self.registry / "primary").is_dir():
-            raise BackendError(
-                f"no model registry at {self.registry}: run ./dev setup or `ichaos models build`"
-            )
+        self.registry = built_registry()
         self._lease = _Lease(self.state)
         self._server: ToxiproxyServer | None = None
         self._stack: Any = None
