@@ -587,9 +587,12 @@ class PartitionFault(_Fault):
 
     @model_validator(mode="after")
     def _network_cuts_replicas(self) -> PartitionFault:
-        if self.method is PartitionMethod.NETWORK and not isinstance(self.hop, Replicas):
+        if self.method is PartitionMethod.NETWORK and self.hop == "client":
+            raise ValueError("`method: network` cuts replicas off; the client hop has no container")
+        if self.method is PartitionMethod.NETWORK and isinstance(self.hop, Link):
             raise ValueError(
-                "`method: network` cuts replicas off (docker backend); this hop has no container"
+                "`method: network` cuts replicas' containers off; a link has none: "
+                "use `method: proxy` (the default)"
             )
         return self
 

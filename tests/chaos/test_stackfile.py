@@ -272,6 +272,11 @@ REFUSED: dict[str, tuple[str, int, str]] = {
         5,
         "has no pools: scrape a `service`",
     ),
+    "a network partition of a link": (
+        "faults:\n  - {kind: partition, hop: router->model, method: network, at: 1s}\n",
+        5,
+        "a link has none: use `method: proxy`",
+    ),
     "the docker backend": ("backend: docker\n", 4, "runs on the local backend, not docker"),
 }
 
