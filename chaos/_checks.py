@@ -99,7 +99,7 @@ def _service_fields(fault: _Fault) -> Iterator[tuple[str, str]]:
 def services_stack_issues(scenario: Scenario, stack: StackFile) -> list[Issue]:
     """What a scenario asks of a services stack file that the file does not have: links and
     services it does not declare, pools and a gateway it has not got, a model fault on a
-    service without a model directory, a restart of a service that is never restarted."""
+    service without a model directory, a GPU fault on one without fault hooks."""
     found: list[Issue] = []
     names = list(stack.services)
     if scenario.backend is not Backend.LOCAL:

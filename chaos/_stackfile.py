@@ -164,6 +164,13 @@ def placeholders(text: str) -> Iterator[Placeholder]:
             yield Placeholder(match[1], match[2])
 
 
+def malformed(text: str) -> str | None:
+    """The first ``${`` that is no placeholder (``${PORT}``, ``${ port }``, unclosed), if any."""
+    rest = _PLACEHOLDER.sub("", text)
+    at = rest.find("${")
+    return None if at < 0 else rest[at : at + 24]
+
+
 def expand(text: str, values: Mapping[str, str], links: Mapping[str, str]) -> str:
     """``text`` with every placeholder filled: ``values`` for the simple ones, ``links`` (the
     proxy URL by target service) for ``${link:NAME}``, the environment for ``${env:NAME}``.
@@ -288,7 +295,13 @@ def _service_issues(
     texts += [(("env", k), v) for k, v in spec.env.items()]
     for loc, text in texts:
         where = ("services", name, *loc)
+        if (bad := malformed(text)) is not None:
+            yield Issue(where, f"{bad!r} is not a placeholder: write ${{port}}, ${{link:NAME}}, "
+                        "... (lower case, no spaces), and `$$` for a literal `$`")  # fmt: skip
         for p in placeholders(text):
+            if p.name == "admin_token" and loc[0] == "command":
+                why = "which every process on the machine can read, and the lease records"
+                yield Issue(where, f"${{admin_token}} goes in `env`, not the command line ({why})")
             used_port |= p.name == "port"
             used_token |= p.name == "admin_token"
             if p.name == "link":

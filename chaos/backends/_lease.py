@@ -77,12 +77,17 @@ def repair(state: Path | None = None, *, log: Callable[[str], None] = lambda _m:
         for entry in owned.get("processes", []):
             pid, marker = int(entry["pid"]), str(entry["marker"])
             if marker and marker in process_cmdline(pid):
+                # A group leader (a service of a stack file) takes what it started with it.
+                kill = os.killpg if entry.get("group") else os.kill
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+                    kill(pid, signal.SIGTERM)
                     with contextlib.suppress(HarnessError):
                         wait_until(_gone(pid, marker), timeout=15)
                     if marker in process_cmdline(pid):
-                        os.kill(pid, signal.SIGKILL)
+                        kill(pid, signal.SIGKILL)
+                if entry.get("group"):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)  # children it left behind, if any
                 done.append(f"stopped {entry['what']} (pid {pid}) left by an earlier run")
                 log(done[-1])
         unswept = []
@@ -136,8 +141,12 @@ class _Lease:
             self.inherited = list(owned.get("docker", []))
             self.docker = list(self.inherited)
 
-    def hold(self, pid: int, marker: str, what: str) -> None:
-        self.processes.append({"pid": pid, "marker": marker, "what": what})
+    def hold(self, pid: int, marker: str, what: str, *, group: bool = False) -> None:
+        """``group``: the process leads a process group of its own, stopped as a whole."""
+        entry: dict[str, Any] = {"pid": pid, "marker": marker, "what": what}
+        if group:
+            entry["group"] = True
+        self.processes.append(entry)
         self._write()
 
     def hold_proxy(self, server: str, name: str) -> None:

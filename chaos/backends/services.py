@@ -107,6 +107,7 @@ class _Service:
     failures: int = 0  # starts in a row that never became healthy
     next_start: float | None = None
     planned: bool = False  # the harness asked for this exit (a restart to reload)
+    unhealthy: bool = False  # ended by the harness: not healthy within its start timeout
     log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -150,8 +151,11 @@ class ServicesTarget(Target):
             self._monitor = threading.Thread(target=self._watch, name="ichaos-services",
                                              daemon=True)  # fmt: skip
             self._monitor.start()
-        except BaseException:
-            self.stop()
+        except BaseException as exc:
+            try:
+                self.stop()
+            except BackendError as stopping:  # said with the reason it did not start
+                exc.add_note(f"and stopping what had started: {stopping}")
             raise
 
     # -- starting ------------------------------------------------------------------------
@@ -206,9 +210,15 @@ class ServicesTarget(Target):
             raise BackendError(f"service {svc.name}: cannot run {argv[0]!r}: {exc}") from exc
         svc.proc, svc.pid, svc.started_at, svc.ready = proc, proc.pid, time.monotonic(), False
         svc.next_start, svc.planned = None, False
-        svc.marker = settled_cmdline(proc.pid) or " ".join(argv)
-        self._lease.hold(proc.pid, svc.marker, f"service {svc.name}")
-        self._point_proxies(svc)
+        try:
+            svc.marker = settled_cmdline(proc.pid) or " ".join(argv)
+            self._lease.hold(proc.pid, svc.marker, f"service {svc.name}", group=True)
+            self._point_proxies(svc)
+        except BaseException:
+            # Not left running half wired (its proxies pointing elsewhere): ended, and seen as
+            # an exit on the next tick.
+            _end(proc, svc.spec.stop_timeout)
+            raise
         self._event("service_started", service=svc.name, pid=proc.pid, port=svc.port,
                     start=svc.starts)  # fmt: skip
 
@@ -258,61 +268,64 @@ class ServicesTarget(Target):
     def _watch(self) -> None:
         while not self._stopping.wait(_TICK):
             for svc in self._services.values():
-                with self._lock:
-                    if self._stopping.is_set():
-                        return
-                    try:
-                        self._tend(svc)
-                    except Exception as exc:
+                if self._stopping.is_set():
+                    return
+                try:
+                    self._tend(svc)
+                except Exception as exc:
+                    with self._lock:
                         self._event("service_error", service=svc.name, error=str(exc))
+                        svc.failures += 1
                         svc.next_start = time.monotonic() + self._delay(svc)
 
     def _tend(self, svc: _Service) -> None:
-        now = time.monotonic()
-        if svc.proc is not None and (code := svc.proc.poll()) is not None:
-            self._exited(svc, code)
-        if svc.proc is None and svc.next_start is not None and now >= svc.next_start:
-            self._spawn(svc)
+        # The lock guards the service's state only: a health check (up to a second) and an
+        # end (up to its stop timeout) run outside it, so events() and the faults never wait.
+        with self._lock:
+            if svc.proc is not None and (code := svc.proc.poll()) is not None:
+                self._exited(svc, code)
+            if svc.proc is None and svc.next_start is not None:
+                if time.monotonic() >= svc.next_start and not self._stopping.is_set():
+                    self._spawn(svc)
+                return
+            starting = svc.proc if svc.proc is not None and not svc.ready else None
+            started = svc.started_at
+        if starting is None:
             return
-        if svc.proc is not None and not svc.ready:
-            if self._healthy(svc):
+        healthy = self._healthy(svc)
+        with self._lock:
+            if svc.proc is not starting:  # ended or restarted meanwhile
+                return
+            if healthy:
                 self._became_ready(svc)
-            elif now - svc.started_at > svc.spec.start_timeout:
-                self._event("service_unhealthy", service=svc.name, pid=svc.pid,
-                            after=round(now - svc.started_at, 3))  # fmt: skip
-                self._end(svc)  # the exit is seen, and the restart decided, on the next tick
+                return
+            if time.monotonic() - started <= svc.spec.start_timeout:
+                return
+            svc.unhealthy = True
+            self._event("service_unhealthy", service=svc.name, pid=svc.pid,
+                        after=round(time.monotonic() - started, 3))  # fmt: skip
+        _end(starting, svc.spec.stop_timeout)  # its exit is seen, the restart decided, next tick
 
     def _exited(self, svc: _Service, code: int) -> None:
         _kill_group(svc.pid, signal.SIGKILL)  # what it started goes with it
         planned = svc.planned
         if not svc.ready:
             svc.failures += 1
+        # Ended by the harness for never becoming healthy: a failure, whatever its exit status.
+        failed = code != 0 or svc.unhealthy
+        svc.unhealthy = False
         self._event("service_exited", service=svc.name, pid=svc.pid, code=code, planned=planned)
         svc.proc, svc.ready = None, False
         policy = svc.spec.restart
         if planned:
             svc.next_start = time.monotonic()
-        elif policy is Restart.ALWAYS or (policy is Restart.ON_FAILURE and code != 0):
+        elif policy is Restart.ALWAYS or (policy is Restart.ON_FAILURE and failed):
             svc.next_start = time.monotonic() + self._delay(svc)
         else:
             svc.next_start = None
 
     def _delay(self, svc: _Service) -> float:
         return float(svc.spec.restart_delay * min(2 ** max(svc.failures - 1, 0), _BACKOFF_CAP))
-
-    def _end(self, svc: _Service) -> None:
-        """SIGTERM to the service's process group, SIGKILL after its stop timeout."""
-        proc = svc.proc
-        if proc is None or proc.poll() is not None:
-            return
-        _kill_group(proc.pid, signal.SIGTERM)
-        _kill_group(proc.pid, signal.SIGCONT)  # a paused service cannot act on its SIGTERM
-        try:
-            proc.wait(timeout=svc.spec.stop_timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
 
     def _event(self, kind: str, **details: Any) -> None:
         with self._lock:
@@ -345,10 +358,11 @@ class ServicesTarget(Target):
         svc = self._services[name]
         with self._lock:
             svc.planned = True
-            if svc.proc is None:
+            proc = svc.proc
+            if proc is None:
                 svc.next_start, svc.failures = time.monotonic(), 0
                 return
-        self._end(svc)
+        _end(proc, svc.spec.stop_timeout)  # this process: never one started since
 
     def model_dir(self, name: str) -> Path:
         folder = self.stack.model_dir(name)
@@ -379,24 +393,35 @@ class ServicesTarget(Target):
 
     def stop(self) -> None:
         errors = []
+        held = False  # something that may still run or exist: the lease keeps it for repair
         self._stopping.set()
         if self._monitor is not None:
-            self._monitor.join(timeout=30)
+            # It may be ending a service (at most its stop timeout, then a SIGKILL).
+            longest = max(s.spec.stop_timeout for s in self._services.values())
+            self._monitor.join(timeout=longest + 15)
+            if self._monitor.is_alive():
+                errors.append("the services' watcher did not stop")
+                held = True
             self._monitor = None
         for svc in reversed(list(self._services.values())):
             try:
-                self._end(svc)
+                if svc.proc is not None:
+                    _end(svc.proc, svc.spec.stop_timeout)
                 if svc.proc is not None and svc.proc.poll() is None:
                     errors.append(f"service {svc.name} (pid {svc.pid}) would not end")
+                    held = True
                 elif svc.pid:
                     _kill_group(svc.pid, signal.SIGKILL)
             except Exception as exc:  # keep going: every other service must stop too
                 errors.append(f"service {svc.name}: {exc}")
+                held = True
             if svc.log is not None:
                 svc.log.close()
                 svc.log = None
             svc.proc = None
-        errors += self._release_toxiproxy()
+        proxies = self._release_toxiproxy()
+        errors += proxies
+        held |= bool(proxies)
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -405,10 +430,24 @@ class ServicesTarget(Target):
             if problems:
                 errors.append(f"service {name}'s model directory {folder} is not as it was at "
                               f"the start: {', '.join(problems[:5])}")  # fmt: skip
-        if not any("would not end" in e or "proxy" in e for e in errors):
+        if not held:
             self._lease.release()
         if errors:
             raise BackendError("; ".join(errors))
+
+
+def _end(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM to the process's group, SIGKILL after ``timeout``."""
+    if proc.poll() is not None:
+        return
+    _kill_group(proc.pid, signal.SIGTERM)
+    _kill_group(proc.pid, signal.SIGCONT)  # a paused service cannot act on its SIGTERM
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
 
 
 def _kill_group(pid: int, sig: signal.Signals) -> None:

@@ -136,6 +136,16 @@ BAD: dict[str, tuple[tuple[str, str], int, str]] = {
         7,
         "health",
     ),
+    "a malformed placeholder": (
+        ('"server.py", "--port", "${port}"', '"server.py", "--port", "${PORT}", "${port}"'),
+        4,
+        "'${PORT}' is not a placeholder",
+    ),
+    "the admin token on the command line": (
+        ('"server.py", "--port", "${port}"', '"server.py", "--port", "${port}", "${admin_token}"'),
+        4,
+        "${admin_token} goes in `env`",
+    ),
     "fault hooks without the admin token": (
         ("    metrics: /metrics\n", "    metrics: /metrics\n    fault_hooks: true\n"),
         7,
