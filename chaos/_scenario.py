@@ -35,7 +35,7 @@ from slo import Duration, Issue, SLODocument
 
 from ._protocols import AnswerRules, Api
 from ._shapes import Arrivals, Constant, Ramp, Shape, Spike, Step
-from ._stackfile import SERVICE_NAME
+from ._stackfile import SERVICE_NAME, link_hop
 from ._toxiproxy import Stream, ToxicType
 from .injectors import Corruption, GpuFault, SignalKind
 
@@ -402,7 +402,7 @@ class Link(_Strict):
 
     @property
     def key(self) -> str:
-        return f"{self.from_}->{self.to}"
+        return link_hop(self.from_, self.to)
 
 
 _INDEX_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 1023}

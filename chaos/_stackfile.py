@@ -47,6 +47,11 @@ ServiceName = Annotated[
 ]
 
 
+def link_hop(source: str, dest: str) -> str:
+    """The hop key of the link from ``source`` to ``dest``: ``router->model``, spelled here."""
+    return f"{source}->{dest}"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, use_attribute_docstrings=True, populate_by_name=True
@@ -109,7 +114,7 @@ class LinkSpec(_Strict):
 
     @property
     def hop(self) -> str:
-        return f"{self.from_}->{self.to}"
+        return link_hop(self.from_, self.to)
 
 
 class StackFile(_Strict):
