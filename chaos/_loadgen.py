@@ -14,11 +14,13 @@ keep its own schedule measures itself, not the target.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import math
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +141,29 @@ def nearest_rank(values: list[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """While the load runs, the objects the process held before it are out of the garbage
+    collector's reach (``gc.freeze``).
+
+    A full collection stops every thread of the process for as long as it takes to scan the
+    heap: 0.16 s for the 270,000 objects of torch, transformers and the harness imported, and
+    more in a pytest process that has run hundreds of tests (a CI run saw a schedule lag p99 of
+    396 ms at 13 % CPU). Frozen, the objects made before the load are not scanned again, so a
+    collection during the load costs what the load itself allocated. Garbage is collected
+    first so that it is not frozen with the rest; nesting (a burst inside a run) is harmless.
+    """
+    outermost = gc.get_freeze_count() == 0
+    if outermost:
+        gc.collect()
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if outermost:
+            gc.unfreeze()
 
 
 def _classify(exc: BaseException) -> str:

@@ -44,7 +44,14 @@ from ._expect import (
 )
 from ._faults import build_injector
 from ._journal import PAGE
-from ._loadgen import GeneratorHealth, LoadGenerator, LoadRecord, LoadResult, RequestSpec
+from ._loadgen import (
+    GeneratorHealth,
+    LoadGenerator,
+    LoadRecord,
+    LoadResult,
+    RequestSpec,
+    frozen_heap,
+)
 from ._loading import LoadedScenario
 from ._protocols import request_body
 from ._scenario import (
@@ -362,28 +369,31 @@ class Runner:
             timeout_s=load.timeout, max_lag_p99_s=load.max_lag, max_cpu_share=load.max_cpu,
             **self._client(target),
         )  # fmt: skip
-        self._generators.append(generator)
-        main = _LoadThread("load", generator)
-        main.start()
-        try:
-            wait_until(lambda: generator.started.is_set() or not main.is_alive(), timeout=30,
-                       message="the load generator's start", stop=self._stop)  # fmt: skip
-        except WaitTimeout as exc:
-            raise HarnessError(f"the load generator did not start: {exc}") from exc
-        if not generator.started.is_set():
-            raise HarnessError(f"the load generator did not start{main.failure_text()}")
-        self.state.t0, self.state.t0_wall = generator.start_monotonic, generator.start_wall
-        self.emit(EventType.LOAD_STARTED, t=0.0, scheduled=len(times), duration=load.duration)
-        bursts: list[_LoadThread] = []
-        self._load_running = True
-        try:
-            self._timeline(target, main, bursts)
-        finally:
-            self._load_running = False
-            for thread in (main, *bursts):
-                thread.stop.set()
-            for thread in (main, *bursts):
-                thread.join()
+        # The heap the run built before the load is frozen while it runs: a full garbage
+        # collection would stall the generator's schedule (see frozen_heap).
+        with frozen_heap():
+            self._generators.append(generator)
+            main = _LoadThread("load", generator)
+            main.start()
+            try:
+                wait_until(lambda: generator.started.is_set() or not main.is_alive(), timeout=30,
+                           message="the load generator's start", stop=self._stop)  # fmt: skip
+            except WaitTimeout as exc:
+                raise HarnessError(f"the load generator did not start: {exc}") from exc
+            if not generator.started.is_set():
+                raise HarnessError(f"the load generator did not start{main.failure_text()}")
+            self.state.t0, self.state.t0_wall = generator.start_monotonic, generator.start_wall
+            self.emit(EventType.LOAD_STARTED, t=0.0, scheduled=len(times), duration=load.duration)
+            bursts: list[_LoadThread] = []
+            self._load_running = True
+            try:
+                self._timeline(target, main, bursts)
+            finally:
+                self._load_running = False
+                for thread in (main, *bursts):
+                    thread.stop.set()
+                for thread in (main, *bursts):
+                    thread.join()
         # The load's truth is the run's: a generator that died measured nothing whole, and one
         # that could not keep its schedule measured itself.
         for thread in (main, *bursts):

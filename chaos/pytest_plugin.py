@@ -32,7 +32,7 @@ import yaml
 from slo import SLOFileError, read_yaml_documents
 
 from ._errors import OptionError, ScenarioError
-from ._loadgen import LoadGenerator, LoadResult, RequestSpec
+from ._loadgen import LoadGenerator, LoadResult, RequestSpec, frozen_heap
 from ._loading import load_scenario
 from ._options import OPTIONS, add_pytest_options, settings_values
 from ._recording import recorders
@@ -280,6 +280,7 @@ def chaos_load(chaos_stack: Target) -> Callable[..., LoadResult]:
             chaos_stack.url, schedule(Constant(rate), seconds), lambda _i: spec, headers=host,
             server_hostname=chaos_stack.server_hostname,
         )  # fmt: skip
-        return asyncio.run(generator.run())
+        with frozen_heap():
+            return asyncio.run(generator.run())
 
     return drive

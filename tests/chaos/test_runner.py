@@ -7,6 +7,7 @@ fault did; the real injectors are tested against the real Toxiproxy and processe
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import signal
@@ -30,6 +31,7 @@ from chaos import (
     read_journal,
     recorders,
 )
+from chaos._loadgen import frozen_heap
 from tests.chaos._service import Service
 
 
@@ -516,3 +518,28 @@ def test_a_metric_beyond_its_bound_for_samples_in_a_row_aborts(harness: Harness)
     assert outage.applied is not None and outage.applied < (result.verdict.abort.t or 0)
     assert result.verdict.requests.total < 200
     assert harness.injectors[0].calls == ["apply", "revert"] and not harness.service.failing
+
+
+def test_the_heap_is_frozen_while_the_load_runs_and_only_then(harness: Harness) -> None:
+    """A full garbage collection scans every object of the process while every thread waits,
+    the generator's too; the run freezes what it held before the load, so such a stall costs
+    only what the load allocated (frozen_heap), and gives the heap back afterwards."""
+    frozen_at: dict[str, list[int]] = {}
+
+    def observe(event: Any) -> None:
+        frozen_at.setdefault(event.type.value, []).append(gc.get_freeze_count())
+
+    result = harness.run(SCENARIO, observer=observe)
+    assert result.verdict.requests.total == 100
+    assert len(frozen_at["request"]) == 100 and min(frozen_at["request"]) > 0
+    assert frozen_at["target_ready"] == [0] and frozen_at["verdict"] == [0]
+    assert gc.get_freeze_count() == 0
+
+
+def test_frozen_heap_nests_and_unfreezes_once() -> None:
+    with frozen_heap():
+        outer = gc.get_freeze_count()
+        with frozen_heap():
+            assert gc.get_freeze_count() == outer > 0
+        assert gc.get_freeze_count() == outer  # the inner one left the outer's freeze alone
+    assert gc.get_freeze_count() == 0
