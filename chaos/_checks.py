@@ -96,15 +96,24 @@ def _service_fields(fault: _Fault) -> Iterator[tuple[str, str]]:
         yield "service", f"service {fault.service}"
 
 
+def wrong_backend(stack: StackFile, backend: Backend) -> str | None:
+    """Why ``stack`` cannot run on ``backend`` (None: it can). Its services are processes on
+    the local backend, or, with a compose file, containers on the docker backend."""
+    wanted = Backend.LOCAL if stack.compose is None else Backend.DOCKER
+    if backend is wanted:
+        return None
+    what = "a services stack file" if stack.compose is None else "a stack file with `compose`"
+    return f"{what} runs on the {wanted.value} backend, not {backend.value}"
+
+
 def services_stack_issues(scenario: Scenario, stack: StackFile) -> list[Issue]:
     """What a scenario asks of a services stack file that the file does not have: links and
     services it does not declare, pools and a gateway it has not got, a model fault on a
     service without a model directory, a GPU fault on one without fault hooks."""
     found: list[Issue] = []
     names = list(stack.services)
-    if scenario.backend is not Backend.LOCAL:
-        found.append(Issue(("backend",), f"a services stack file runs on the local backend, "
-                           f"not {scenario.backend.value}"))  # fmt: skip
+    if (problem := wrong_backend(stack, scenario.backend)) is not None:
+        found.append(Issue(("backend",), problem))
     for index, fault in enumerate(scenario.faults):
         where = ("faults", index)
         hop = fault.hop if isinstance(fault, ToxicFault | PartitionFault) else None

@@ -26,7 +26,7 @@ from ._scenario import (
 )
 from ._toxiproxy import Toxic
 from .backends import ReplicaRef, Target
-from .backends.services import ServicesTarget, service_model_path
+from .backends._stack import StackTarget, service_model_path
 from .injectors import (
     GpuFaultInjector,
     Injector,
@@ -145,8 +145,8 @@ def _model_file(name: str, registry: Path, ref: str, file: str) -> Path:
     return path
 
 
-def _services(target: Target, name: str) -> ServicesTarget:
-    if not isinstance(target, ServicesTarget):
+def _services(target: Target, name: str) -> StackTarget:
+    if not isinstance(target, StackTarget):
         raise ApplyError(f"{name}: services are a services stack file's; this target has none")
     return target
 

@@ -28,6 +28,7 @@ import httpx
 
 from slo import SLO, Evaluation, RequestRecord, evaluate
 
+from ._checks import wrong_backend
 from ._errors import HarnessError, InjectionError, RevertError, WaitTimeout
 from ._events import EventBus, EventType, Observer, RunEvent
 from ._expect import (
@@ -148,8 +149,12 @@ def default_target(loaded: LoadedScenario, settings: RunSettings, run_dir: Path)
         return UrlTarget(url, run_dir, health=scenario.service.health_path, headers=headers,
                          verify=scenario.service.ssl_context())  # fmt: skip
     if loaded.services is not None:
-        if backend is not Backend.LOCAL:
-            raise HarnessError(f"a services stack file runs on the local backend, not {backend}")
+        if (problem := wrong_backend(loaded.services.stack, backend)) is not None:
+            raise HarnessError(problem)
+        if loaded.services.compose is not None:
+            from .backends.compose import ComposeTarget
+
+            return ComposeTarget(loaded.services, run_dir, log=run_dir / "stack.log")
         return ServicesTarget(loaded.services, run_dir)
     if backend is Backend.DOCKER:
         from .backends.docker import DockerTarget

@@ -38,7 +38,7 @@ from ._errors import HarnessError, ScrapeError
 from ._expect import statistic
 from ._scenario import Aggregate, Metrics, MetricSeries, Reading, Service, Stat
 from ._verdict import MetricSummary
-from .backends import ServicesTarget, Target
+from .backends import StackTarget, Target
 
 MAX_BYTES = 16 * 1024 * 1024
 _ACCEPT = "text/plain;version=0.0.4;q=1, application/openmetrics-text;version=1.0.0;q=0.5"
@@ -272,7 +272,7 @@ def endpoints_of(
             if source.url is not None:
                 found.append(Endpoint(source.name, source.url))
             elif source.service is not None:
-                if not isinstance(target, ServicesTarget):
+                if not isinstance(target, StackTarget):
                     continue  # refused before the run; a target built in code has none
                 declared = target.stack.stack.services[source.service].metrics
                 path = source.path if "path" in source.model_fields_set else declared

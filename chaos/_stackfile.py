@@ -67,10 +67,17 @@ class Restart(StrEnum):
 
 
 class ServiceSpec(_Strict):
-    """One service: a process ichaos starts, watches and restarts."""
+    """One service: a process ichaos starts, watches and restarts; or, in a stack file with a
+    `compose` file, what ichaos needs to know of one of its services."""
 
-    command: list[Annotated[str, Field(max_length=8192)]] = Field(min_length=1, max_length=256)
-    """the program and its arguments (no shell); placeholders such as `${port}` are filled in."""
+    command: list[Annotated[str, Field(max_length=8192)]] = Field(
+        default_factory=list, max_length=256
+    )
+    """the program and its arguments (no shell); placeholders such as `${port}` are filled in.
+    Required for a process; not given with `compose` (the compose file says it)."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """with `compose`: the port the service listens on inside its container (required there);
+    ichaos publishes it on 127.0.0.1 to check its health."""
     env: dict[Annotated[str, Field(pattern=_ENV_NAME)], Annotated[str, Field(max_length=8192)]] = (
         Field(default_factory=dict)
     )
@@ -108,7 +115,8 @@ class LinkSpec(_Strict):
     """One service reaching another, through a Toxiproxy proxy of its own."""
 
     from_: ServiceName = Field(alias="from")
-    """the service that connects (its command or environment holds `${link:TO}`)."""
+    """the service that connects (its command or environment holds `${link:TO}`; with
+    `compose`, the address `TO:PORT`, which ichaos points at the link's proxy)."""
     to: ServiceName
     """the service it connects to."""
 
@@ -118,8 +126,13 @@ class LinkSpec(_Strict):
 
 
 class StackFile(_Strict):
-    """A stack of the user's own services, started as processes on loopback."""
+    """A stack of the user's own services, started as processes on loopback, or as the
+    containers of a compose file on the docker backend."""
 
+    compose: Path | None = None
+    """the user's compose file (relative to the stack file): its services run as containers
+    on the docker backend, and `services` says the port, health and model of each one that
+    the entry, a link or a fault names."""
     entry: ServiceName | None = None
     """the service the load and the `client` hop go to (default: the only service)."""
     services: dict[ServiceName, ServiceSpec] = Field(min_length=1, max_length=32)
@@ -222,6 +235,12 @@ class LoadedStack:
     def base(self) -> Path:
         return self.path.resolve().parent
 
+    @property
+    def compose(self) -> Path | None:
+        """The compose file, absolute (None: the services are processes)."""
+        file = self.stack.compose
+        return None if file is None else file if file.is_absolute() else self.base / file
+
     def model_name(self, service: str) -> str | None:
         raw = self.stack.services[service].model
         return None if raw is None else expand(raw, fixed_values(self.base), {})
@@ -255,6 +274,9 @@ def _issues(stack: StackFile, base: Path) -> Iterator[Issue]:
             yield Issue(("links", index, "to"), f"the link {link.hop} is declared twice")
         seen.add(link.hop)
     yield from _cycle(stack)
+    if stack.compose is not None:
+        yield from _compose_issues(stack, base)
+        return
     yield from _issues_of_links(stack)
     fixed = fixed_values(base)
     for name, spec in stack.services.items():
@@ -330,6 +352,10 @@ def _service_issues(
     if spec.fault_hooks and not used_token:
         why = "give it ${admin_token} (the reference worker reads $ICHAOS_ADMIN_TOKEN)"
         yield Issue(("services", name, "fault_hooks"), f"fault hooks need the admin token: {why}")
+    if not spec.command:
+        yield Issue(("services", name, "command"), f"{name} needs a `command` (the program and "
+                    "its arguments), or the stack file a `compose` file")  # fmt: skip
+        return
     if not used_port:
         why = "use ${port} in its command or environment"
         yield Issue(("services", name, "command"), f"{name} is never told its port: {why}")
@@ -346,6 +372,110 @@ def _service_issues(
         folder = folder if folder.is_absolute() else base / folder
         if not folder.is_dir():
             yield Issue(("services", name, "model_dir"), f"no such directory {folder}")
+
+
+# -- compose files ---------------------------------------------------------------------------
+
+# What a compose file says itself in a stack file with `compose`: given here, it would be a
+# second, contradicting source.
+_COMPOSE_OWNS = ("command", "env", "cwd", "restart", "restart_delay")
+# Keys of a compose service that would take a container out of the run's reach: a fixed name
+# collides with another run's (and the user's own stack), the host's network bypasses every
+# proxy and port choice of the run.
+_COMPOSE_REFUSED = {
+    "container_name": "ichaos names every container after its run, so that runs never collide",
+    "network_mode": "the service must be on the run's network, behind the run's proxies",
+}
+
+
+def address_pattern(host: str, port: int) -> re.Pattern[str]:
+    """``host:port`` as a whole address in a text (not ``myhost:8000`` nor ``host:80001``)."""
+    return re.compile(rf"(?<![A-Za-z0-9_.-]){re.escape(host)}:{port}(?![0-9])")
+
+
+def compose_texts(service: Mapping[str, object]) -> list[str]:
+    """The texts of a compose service where it may name another's address: its command,
+    entrypoint and environment values (a string or a list; a mapping or `KEY=value` lines)."""
+    texts: list[str] = []
+    for key in ("command", "entrypoint"):
+        value = service.get(key)
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, list):
+            texts += [str(v) for v in value]
+    env = service.get("environment")
+    if isinstance(env, dict):
+        texts += [str(v) for v in env.values() if v is not None]
+    elif isinstance(env, list):
+        texts += [str(v).partition("=")[2] for v in env]
+    return texts
+
+
+def read_compose(path: Path) -> dict[str, dict[str, object]]:
+    """The services of a compose file, by name; raises ValueError saying what is wrong."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(read_document_text(path, max_bytes=MAX_STACK_BYTES))
+    except (SLOFileError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: not a readable compose file: {exc}") from exc
+    services = data.get("services") if isinstance(data, dict) else None
+    if not isinstance(services, dict) or not services:
+        raise ValueError(f"{path}: a compose file has a `services` mapping; this one has none")
+    return {str(k): v if isinstance(v, dict) else {} for k, v in services.items()}
+
+
+def _compose_issues(stack: StackFile, base: Path) -> Iterator[Issue]:
+    assert stack.compose is not None
+    path = stack.compose if stack.compose.is_absolute() else base / stack.compose
+    if not path.is_file():
+        yield Issue(("compose",), f"no such file {path}")
+        return
+    try:
+        compose = read_compose(path)
+    except ValueError as exc:
+        yield Issue(("compose",), str(exc))
+        return
+    for name, spec in stack.services.items():
+        where = ("services", name)
+        if name not in compose:
+            yield Issue(where, f"{path.name} has no service {name!r} (its services: "
+                        f"{sorted(compose)})")  # fmt: skip
+            continue
+        for field in _COMPOSE_OWNS:
+            if field in spec.model_fields_set:
+                yield Issue((*where, field), f"`{field}` comes from {path.name} in a stack file "
+                            "with `compose`")  # fmt: skip
+        if spec.fault_hooks:
+            yield Issue((*where, "fault_hooks"), "GPU fault hooks are for services ichaos "
+                        "starts as processes, not compose services")  # fmt: skip
+        if spec.port is None:
+            yield Issue((*where, "port"), f"the port {name} listens on inside its container is "
+                        "needed (health checks, the client hop and links go to it)")  # fmt: skip
+        for key, why in _COMPOSE_REFUSED.items():
+            if key in compose[name]:
+                yield Issue(where, f"{path.name} gives {name} a `{key}`: remove it ({why})")
+        if spec.model_dir is not None:
+            try:
+                folder = Path(expand(spec.model_dir, fixed_values(base), {}))
+            except ValueError as exc:
+                yield Issue((*where, "model_dir"), str(exc))
+                continue
+            folder = folder if folder.is_absolute() else base / folder
+            if not folder.is_dir():
+                yield Issue((*where, "model_dir"), f"no such directory {folder}")
+    for index, link in enumerate(stack.links):
+        source, dest = compose.get(link.from_), stack.services.get(link.to)
+        if source is None or dest is None or dest.port is None:
+            continue
+        pattern = address_pattern(link.to, dest.port)
+        if not any(pattern.search(text) for text in compose_texts(source)):
+            yield Issue(
+                ("links", index, "from"),
+                f"{link.from_}'s command, entrypoint and environment in {path.name} never name "
+                f"{link.to}:{dest.port}: ichaos points that address at the link's proxy, so "
+                f"{link.from_} would not reach {link.to} through it",
+            )
 
 
 def is_services_stack(text: str) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from slo import SLOFileError, read_document_text
 
+from ._checks import wrong_backend
 from ._errors import ReportError, ScenarioError
 from ._events import Observer
 from ._gameday import load_gameday, run_gameday
@@ -210,8 +211,8 @@ def _run(args: argparse.Namespace) -> int:
         if chosen is Backend.URL and not (args.url or loaded.scenario.url):
             problems.append(f"{loaded.path}: the url backend needs --url http://HOST:PORT")
         problem = loaded.scenario.unsupported_by(chosen)
-        if loaded.services is not None and chosen is not Backend.LOCAL:
-            problem = f"a services stack file runs on the local backend, not {chosen.value}"
+        if loaded.services is not None:
+            problem = wrong_backend(loaded.services.stack, chosen) or problem
         if problem:
             problems.append(f"{loaded.path}: {problem}")
         try:

@@ -115,7 +115,7 @@ def _owner_alive(owner: str) -> bool:
 
 
 def sweep(client: Any, *, run: str | None = None, log: Any = print) -> list[str]:
-    """Remove the containers and networks of ``run``, or, without one, of every run whose
+    """Remove the containers, networks and volumes of ``run``, or, without one, of every run whose
     harness process on this host is gone. Returns what was removed."""
     import docker
 
@@ -138,6 +138,11 @@ def sweep(client: Any, *, run: str | None = None, log: Any = print) -> list[str]
             with contextlib.suppress(docker.errors.NotFound):
                 network.remove()
             removed.append(f"network {network.name}")
+    for volume in client.volumes.list(filters=filters):  # a compose file's named volumes
+        if wanted(volume.attrs.get("Labels") or {}):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                volume.remove(force=True)
+            removed.append(f"volume {volume.name}")
     for what in removed:
         log(f"removed {what} left by an earlier run")
     return removed

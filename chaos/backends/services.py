@@ -12,8 +12,6 @@ byte for byte the same at the end.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import secrets
 import signal
@@ -27,14 +25,15 @@ from typing import IO, Any
 
 import httpx
 
-from chaos._errors import ApplyError, BackendError, HarnessError, RevertError
+from chaos._errors import ApplyError, BackendError, HarnessError
 from chaos._stackfile import LoadedStack, Restart, ServiceSpec, expand, fixed_values
 from chaos._toxiproxy import ToxiproxyServer
 from chaos._wait import wait_until
 from chaos.injectors import Injector, SignalInjector, SignalKind, settled_cmdline
 
 from ._lease import _Lease
-from ._target import _NOWHERE, Target
+from ._stack import StackTarget
+from ._target import _NOWHERE
 
 _TICK = 0.1
 _HEALTH_TIMEOUT = 1.0
@@ -69,29 +68,6 @@ def _tail(path: Path, lines: int = _LOG_TAIL) -> str:
     return "\n    ".join(text)
 
 
-def checksum_dir(folder: Path) -> dict[str, str]:
-    """The sha256 of every file under ``folder``, by relative path."""
-    sums = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            digest = hashlib.sha256()
-            with path.open("rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    digest.update(chunk)
-            sums[str(path.relative_to(folder))] = digest.hexdigest()
-    return sums
-
-
-def dir_differences(folder: Path, expected: dict[str, str]) -> list[str]:
-    """How ``folder`` differs from its checksums (empty: byte for byte the same)."""
-    found = checksum_dir(folder) if folder.is_dir() else {}
-    problems = [f"{name} changed" for name, digest in expected.items()
-                if name in found and found[name] != digest]  # fmt: skip
-    problems += [f"{name} is missing" for name in expected if name not in found]
-    problems += [f"{name} is new" for name in found if name not in expected]
-    return problems
-
-
 @dataclass
 class _Service:
     name: str
@@ -115,22 +91,17 @@ class _Service:
         return f"http://127.0.0.1:{self.port}"
 
 
-class ServicesTarget(Target):
+class ServicesTarget(StackTarget):
     """A services stack file's services as processes on loopback behind Toxiproxy."""
 
     honours = frozenset({"toxic", "partition", "process", "gpu", "model", "burst"})
 
     def __init__(self, stack: LoadedStack, run_dir: Path, *, log: Path | None = None) -> None:
-        super().__init__()
-        self.stack, self.run_dir = stack, run_dir
+        super().__init__(stack, run_dir)
         self._lease = _Lease(self.state)
         self._server: ToxiproxyServer | None = None
-        self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._events: list[dict[str, Any]] = []
-        self._seq = 0
         self._monitor: threading.Thread | None = None
-        self._manifests: dict[str, tuple[Path, dict[str, str]]] = {}
         logs = run_dir / "services"
         self._services = {name: _Service(name, spec, logs / f"{name}.log")
                           for name, spec in stack.stack.services.items()}  # fmt: skip
@@ -159,19 +130,6 @@ class ServicesTarget(Target):
             raise
 
     # -- starting ------------------------------------------------------------------------
-
-    def _checksum_models(self) -> None:
-        for name in self._services:
-            folder = self.stack.model_dir(name)
-            if folder is None:
-                continue
-            if not folder.is_dir():
-                raise BackendError(f"service {name}: model_dir {folder} is not a directory")
-            sums = checksum_dir(folder)
-            self._manifests[name] = (folder, sums)
-            out = self.run_dir / "model-dirs" / f"{name}.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"dir": str(folder), "sha256": sums}, indent=1))
 
     def _command(self, svc: _Service) -> tuple[list[str], dict[str, str]]:
         values = {**fixed_values(self.stack.base), "port": str(svc.port)}
@@ -327,16 +285,7 @@ class ServicesTarget(Target):
     def _delay(self, svc: _Service) -> float:
         return float(svc.spec.restart_delay * min(2 ** max(svc.failures - 1, 0), _BACKOFF_CAP))
 
-    def _event(self, kind: str, **details: Any) -> None:
-        with self._lock:
-            self._seq += 1
-            self._events.append({"seq": self._seq, "kind": kind, "wall": time.time(), **details})
-
     # -- what faults need ----------------------------------------------------------------
-
-    def events(self, since: int = 0) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(e) for e in self._events if e["seq"] > since]
 
     def service_url(self, name: str) -> str:
         """Where the service listens now (its own address, not through a proxy)."""
@@ -363,20 +312,6 @@ class ServicesTarget(Target):
                 svc.next_start, svc.failures = time.monotonic(), 0
                 return
         _end(proc, svc.spec.stop_timeout)  # this process: never one started since
-
-    def model_dir(self, name: str) -> Path:
-        folder = self.stack.model_dir(name)
-        if folder is None:
-            raise ApplyError(f"service {name} declares no model_dir")
-        return folder
-
-    def verify_model_dir(self, name: str) -> None:
-        """Raise RevertError unless the service's model directory is what it was at the start."""
-        folder, sums = self._manifests[name]
-        problems = dir_differences(folder, sums)
-        if problems:
-            raise RevertError(f"{folder} is not as it was at the start of the run: "
-                              + ", ".join(problems[:5]))  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         with self._lock:
@@ -425,11 +360,7 @@ class ServicesTarget(Target):
         if self._server is not None:
             self._server.stop()
             self._server = None
-        for name, (folder, sums) in self._manifests.items():
-            problems = dir_differences(folder, sums)
-            if problems:
-                errors.append(f"service {name}'s model directory {folder} is not as it was at "
-                              f"the start: {', '.join(problems[:5])}")  # fmt: skip
+        errors += self._model_dir_problems()
         if not held:
             self._lease.release()
         if errors:
@@ -453,12 +384,3 @@ def _end(proc: subprocess.Popen[bytes], timeout: float) -> None:
 def _kill_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-
-
-def service_model_path(target: ServicesTarget, service: str, file: str) -> Path:
-    """``file`` in the service's model directory, refused unless it resolves inside it."""
-    home = target.model_dir(service).resolve()
-    path = home / file
-    if not path.resolve().is_relative_to(home):
-        raise ApplyError(f"{service}/{file} leads outside the model directory {home}")
-    return path

@@ -49,9 +49,11 @@ class ContainerInjector(Injector):
                         raise ApplyError(f"{container.name}: read back, it is not paused")
                 else:
                     began = _state(container).get("StartedAt")
-                    self._signal(container, "KILL" if self.kind is SignalKind.KILL else "TERM")
+                    said = self._signal(
+                        container, "KILL" if self.kind is SignalKind.KILL else "TERM"
+                    )
                     done.append(container)
-                    self._ended(container, began)
+                    self._ended(container, began, said)
         except Exception as exc:
             if self.kind is SignalKind.PAUSE:  # leave nothing half-applied
                 for container in done:
@@ -59,8 +61,9 @@ class ContainerInjector(Injector):
                         container.unpause()
             raise ApplyError(f"{self.description}: {exc}") from exc
 
-    def _ended(self, container: Any, began: object) -> None:
-        """The service process ended: its container stopped, or was started again since."""
+    def _ended(self, container: Any, began: object, said: str | None) -> None:
+        """The service process ended: its container stopped, or was started again since.
+        ``said``: what the engine answered about the signal's exec, if it failed."""
 
         def ended() -> bool:
             state = _state(container)
@@ -69,16 +72,27 @@ class ContainerInjector(Injector):
         try:
             wait_until(ended, timeout=_SIGNAL_SETTLE_S, interval=0.1)
         except WaitTimeout as exc:
+            why = f" (the engine said: {said})" if said else ""
             raise ApplyError(f"{container.name}: signalled, but its service process was still "
-                             f"running {_SIGNAL_SETTLE_S:g}s later") from exc  # fmt: skip
+                             f"running {_SIGNAL_SETTLE_S:g}s later{why}") from exc  # fmt: skip
 
     @staticmethod
-    def _signal(container: Any, name: str) -> None:
+    def _signal(container: Any, name: str) -> str | None:
+        """The signal sent from inside the container; what the engine said when it could not
+        report on the exec (None: it ran and exited 0). The container may end with the process
+        it signals, and an engine may then lose the exec session before it is read (podman
+        does): whether the signal worked is the container's state to say, not the exec's."""
+        import docker
+
         script = f"kill -{name} $(cat /proc/1/task/1/children)"
-        code, output = container.exec_run(["sh", "-c", script])
+        try:
+            code, output = container.exec_run(["sh", "-c", script])
+        except docker.errors.APIError as exc:
+            return str(exc)
         if code != 0:
             text = output.decode(errors="replace").strip()
             raise ApplyError(f"{container.name}: kill -{name} exited {code}: {text}")
+        return None
 
     def _revert(self) -> None:
         if self.kind is not SignalKind.PAUSE:

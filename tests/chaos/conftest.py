@@ -7,10 +7,12 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from chaos import ToxiproxyClient, ToxiproxyServer, ToxiproxyUnavailable, repair
+from chaos import BackendError, ToxiproxyClient, ToxiproxyServer, ToxiproxyUnavailable, repair
+from chaos.backends.docker import check_engine, connect
 from tests.chaos._service import Service, serve
 
 
@@ -70,3 +72,46 @@ def isolated(registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("ICHAOS_STATE_DIR", str(state))
     yield state
     repair(state, log=lambda _m: None)  # a failed test must not leave anything behind
+
+
+# -- a Docker-API engine (the docker and compose backends' tests) -----------------------------
+
+
+class EngineCheck:
+    """Whether the engine can run a container, found out once per session: an engine that
+    answers its API but cannot start containers fails one test with the engine's message, and
+    every other engine test is skipped pointing at it, instead of each failing on its own."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.failure: str | None = None
+        self.reported = False
+
+    def use(self) -> Any:
+        if self.failure is None:
+            return self.client
+        if not self.reported:
+            self.reported = True
+            pytest.fail(self.failure, pytrace=False)
+        pytest.skip(f"the engine cannot run a container (the first engine test failed): "
+                    f"{self.failure}")  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def engine_check() -> Iterator[EngineCheck]:
+    check = EngineCheck()
+    try:
+        check.client = connect()
+    except BackendError as exc:
+        pytest.skip(f"no Docker-API engine: {exc}")
+    try:
+        check_engine(check.client)
+    except BackendError as exc:
+        check.failure = str(exc)
+    yield check
+    check.client.close()
+
+
+@pytest.fixture
+def engine(engine_check: EngineCheck) -> Any:
+    return engine_check.use()

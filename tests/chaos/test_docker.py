@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ import yaml
 
 from chaos import (
     Backend,
-    BackendError,
     DockerTarget,
     EngineUnavailable,
     Runner,
@@ -39,7 +37,6 @@ from chaos import (
     wait_until,
 )
 from chaos.backends._containers import LABEL_OWNER, LABEL_RUN, _owner, _start_time, sweep
-from chaos.backends.docker import check_engine, connect
 from tests.chaos._harness import harness
 from tests.conftest import needs_service
 
@@ -154,46 +151,6 @@ def test_without_an_engine_the_backend_says_how_to_get_one(
 
 
 # -- on a real engine ------------------------------------------------------------------------
-
-
-class EngineCheck:
-    """Whether the engine can run a container, found out once per session: an engine that
-    answers its API but cannot start containers fails one test with the engine's message, and
-    every other engine test is skipped pointing at it, instead of each failing on its own."""
-
-    def __init__(self) -> None:
-        self.client: Any = None
-        self.failure: str | None = None
-        self.reported = False
-
-    def use(self) -> Any:
-        if self.failure is None:
-            return self.client
-        if not self.reported:
-            self.reported = True
-            pytest.fail(self.failure, pytrace=False)
-        pytest.skip(f"the engine cannot run a container (the first engine test failed): "
-                    f"{self.failure}")  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def engine_check() -> Iterator[EngineCheck]:
-    check = EngineCheck()
-    try:
-        check.client = connect()
-    except BackendError as exc:
-        pytest.skip(f"no Docker-API engine: {exc}")
-    try:
-        check_engine(check.client)
-    except BackendError as exc:
-        check.failure = str(exc)
-    yield check
-    check.client.close()
-
-
-@pytest.fixture
-def engine(engine_check: EngineCheck) -> Any:
-    return engine_check.use()
 
 
 def ours(client: Any, **labels: str) -> list[str]:

@@ -1,0 +1,263 @@
+"""A user's compose file as the system under test (stack files with `compose`): the file's
+checks, the run's compose file ichaos writes from it, and runs on a real Docker-API engine with
+faults on a link, a container and a bind-mounted model directory. The stack in compose_stack/
+is an OpenAI-compatible router and model server on the Python standard library, so its image
+builds from the base image in seconds; nothing in its compose file knows about ichaos."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chaos import (
+    BackendError,
+    Runner,
+    RunSettings,
+    ScenarioError,
+    load_scenario,
+    load_stack_file,
+    read_journal,
+    recorders,
+    repair,
+    wait_until,
+)
+from chaos._stackfile import address_pattern
+from chaos.backends._containers import LABEL_OWNER, LABEL_RUN, _owner, _start_time
+from chaos.backends.compose import ComposeTarget, rewrite_links
+from tests.chaos._harness import harness
+
+STACK = Path(__file__).parent / "compose_stack"
+
+
+@pytest.fixture
+def stack_dir(tmp_path: Path) -> Path:
+    """A copy of the stack: model faults damage the copy's model directory, never the tree's."""
+    copy = tmp_path / "stack"
+    shutil.copytree(STACK, copy)
+    return copy
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def ours(client: Any, **labels: str) -> list[str]:
+    wanted = [f"{k}={v}" for k, v in labels.items()]
+    found = [c.name for c in client.containers.list(all=True, filters={"label": wanted})]
+    found += [n.name for n in client.networks.list(filters={"label": wanted})]
+    return found
+
+
+# -- the stack file's checks (no engine) -------------------------------------------------------
+
+
+def test_the_shipped_test_stack_is_valid(stack_dir: Path) -> None:
+    loaded = load_stack_file(stack_dir / "stack.yaml")
+    assert loaded.compose == stack_dir / "compose.yaml"
+    assert [link.hop for link in loaded.stack.links] == ["router->model"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"compose": "missing.yaml"}, r"compose: no such file .*missing\.yaml"),
+        ({"services": {"router": {"port": 8000}, "ghost": {"port": 1}}},
+         r"services\.ghost.*has no service 'ghost' \(its services: \['model', 'router'\]\)"),
+        ({"services": {"router": {"port": 8000, "command": ["x"]}, "model": {"port": 8000}}},
+         r"services\.router\.command.*`command` comes from compose\.yaml"),
+        ({"services": {"router": {}, "model": {"port": 8000}}},
+         r"services\.router\.port.*the port router listens on inside its container"),
+        ({"services": {"router": {"port": 8000}, "model": {"port": 8001}}},
+         r"links\[0\]\.from: .*never name model:8001"),
+        ({"services": {"router": {"port": 8000}, "model": {"port": 8000, "model_dir": "nope"}}},
+         r"services\.model\.model_dir.*no such directory"),
+        ({"services": {"router": {"port": 8000}, "model": {"port": 8000, "fault_hooks": True}}},
+         r"GPU fault hooks are for services ichaos starts as processes"),
+    ],
+)  # fmt: skip
+def test_a_bad_compose_stack_file_is_refused_with_its_field(
+    stack_dir: Path, change: dict[str, Any], message: str
+) -> None:
+    data = yaml.safe_load((stack_dir / "stack.yaml").read_text())
+    data.update(change)
+    path = stack_dir / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ScenarioError, match=message):
+        load_stack_file(path)
+
+
+def test_a_compose_service_that_would_escape_the_run_is_refused(stack_dir: Path) -> None:
+    compose = yaml.safe_load((stack_dir / "compose.yaml").read_text())
+    compose["services"]["model"]["container_name"] = "my-model"
+    compose["services"]["router"]["network_mode"] = "host"
+    (stack_dir / "compose.yaml").write_text(yaml.safe_dump(compose))
+    with pytest.raises(ScenarioError) as caught:
+        load_stack_file(stack_dir / "stack.yaml")
+    assert "gives model a `container_name`: remove it" in str(caught.value)
+    assert "gives router a `network_mode`: remove it" in str(caught.value)
+
+
+def test_a_compose_stack_runs_on_the_docker_backend_only(stack_dir: Path) -> None:
+    path = write(stack_dir, "local.yaml", """\
+        name: on-local
+        stack: stack.yaml
+        load: {rate: 1/s, duration: 2s}
+    """)  # fmt: skip
+    with pytest.raises(ScenarioError, match="a stack file with `compose` runs on the docker"):
+        load_scenario(path)
+
+
+def test_links_are_rewritten_where_the_address_is_whole() -> None:
+    pattern = address_pattern("model", 8000)
+    service: dict[str, Any] = {
+        "command": "serve --upstream http://model:8000/v1 --other mymodel:8000 model:80001",
+        "entrypoint": ["run", "model:8000"],
+        "environment": {"A": "http://model:8000", "B": "model.example:8000", "C": None},
+    }
+    assert rewrite_links(service, {pattern: "ichaos-toxiproxy:9000"}) == 3
+    assert service["command"] == (
+        "serve --upstream http://ichaos-toxiproxy:9000/v1 --other mymodel:8000 model:80001"
+    )
+    assert service["entrypoint"] == ["run", "ichaos-toxiproxy:9000"]
+    assert service["environment"] == {
+        "A": "http://ichaos-toxiproxy:9000", "B": "model.example:8000", "C": None,
+    }  # fmt: skip
+    listed: dict[str, Any] = {"environment": ["UPSTREAM=http://model:8000"]}
+    assert rewrite_links(listed, {pattern: "p:1"}) == 1
+    assert listed["environment"] == ["UPSTREAM=http://p:1"]
+
+
+# -- on a real engine --------------------------------------------------------------------------
+
+FAULTS = """\
+name: compose-faults
+backend: docker
+stack: stack.yaml
+seed: 2
+load: {rate: 5/s, duration: 16s, stream: true, max_new_tokens: 8, timeout: 10s}
+faults:
+  - {name: slow-link, kind: toxic, toxic: latency, hop: router->model,
+     attributes: {latency: 400}, at: 2s, duration: 3s}
+  - {name: kill-model, kind: process, signal: kill, target: {service: model}, at: 8s}
+expect:
+  - {kind: event, event: service_exited, details: {service: model, planned: false}}
+  - {kind: event, event: service_ready, details: {service: model}}
+  - {kind: recovery, within: 15s}
+"""
+
+
+@pytest.mark.chaos
+def test_a_link_toxic_and_a_container_kill_on_a_users_compose_file(
+    engine: Any, isolated: Path, stack_dir: Path, tmp_path: Path
+) -> None:
+    scenario = write(stack_dir, "faults.yaml", FAULTS)
+    result = Runner(
+        load_scenario(scenario),
+        RunSettings(report_dir=tmp_path / "reports", backend=None),
+        observers=recorders(),
+    ).run()
+    verdict = result.verdict
+    unmet = [e for e in verdict.expectations if not e.passed]
+    assert result.passed, f"{verdict.status}: {unmet} {verdict.harness_errors}"
+    journal = list(read_journal(result.run_dir))
+    (ready,) = [e for e in journal if e["type"] == "target_ready"]
+    run = ready["target"]["run"]
+    # The run's own compose file: the router reaches the model through the link's proxy.
+    written = yaml.safe_load((result.run_dir / "compose" / "compose.yaml").read_text())
+    assert written["services"]["router"]["environment"]["UPSTREAM"] == (
+        "http://ichaos-toxiproxy:9000"
+    )
+    assert written["services"]["router"]["ports"] == ["127.0.0.1::8000"]  # not 8080 on all
+    # Streams sent while the link was slow waited for it; the ones before did not.
+    requests = [e for e in journal if e["type"] == "request"]
+    slow = [r for r in requests if 2.2 <= r["scheduled"] <= 4.6 and r["error"] is None]
+    before = [r for r in requests if r["scheduled"] < 1.8 and r["error"] is None]
+    assert slow and before
+    assert min(r["ttft_s"] for r in slow) >= 0.4
+    assert max(r["ttft_s"] for r in before) < 0.4
+    # The kill ended the model's container with the signal's status; its policy restarted it.
+    events = [e["event"] for e in journal if e["type"] == "service_event"]
+    exits = [e for e in events if e["kind"] == "service_exited"]
+    assert [(x["service"], x["code"]) for x in exits] == [("model", 137)]
+    assert ours(engine, **{LABEL_RUN: run}) == [], "containers outlived the run"
+    assert not (isolated / "lease.json").exists()
+
+
+CORRUPT = """\
+name: compose-weights
+backend: docker
+stack: stack.yaml
+seed: 3
+load: {rate: 4/s, duration: 20s, stream: true, max_new_tokens: 4, timeout: 10s}
+faults:
+  - {name: bad-weights, kind: model, service: model, file: weights.bin, corruption: truncate,
+     reload: restart, at: 2s, duration: 6s}
+expect:
+  - {kind: event, event: service_exited, details: {service: model, code: 1, planned: false}}
+  - {kind: recovery, within: 15s}
+"""
+
+
+@pytest.mark.chaos
+def test_a_corrupted_bind_mounted_model_file_is_refused_then_restored(
+    engine: Any, isolated: Path, stack_dir: Path, tmp_path: Path
+) -> None:
+    original = (stack_dir / "model" / "weights.bin").read_bytes()
+    scenario = write(stack_dir, "corrupt.yaml", CORRUPT)
+    result = Runner(
+        load_scenario(scenario), RunSettings(report_dir=tmp_path / "reports"),
+        observers=recorders(),
+    ).run()  # fmt: skip
+    verdict = result.verdict
+    unmet = [e for e in verdict.expectations if not e.passed]
+    assert result.passed, f"{verdict.status}: {unmet} {verdict.harness_errors}"
+    assert (stack_dir / "model" / "weights.bin").read_bytes() == original
+    sums = json.loads((result.run_dir / "model-dirs" / "model.json").read_text())
+    assert set(sums["sha256"]) == {"weights.bin", "weights.sha256"}
+    assert verdict.requests.by_status.get("502", 0) > 0, "the router saw the model down"
+    assert not (isolated / "lease.json").exists()
+
+
+@pytest.mark.chaos
+def test_a_service_that_never_becomes_healthy_is_said_and_nothing_is_left(
+    engine: Any, isolated: Path, stack_dir: Path, tmp_path: Path
+) -> None:
+    data = yaml.safe_load((stack_dir / "stack.yaml").read_text())
+    data["services"]["model"].update(health="/nope", start_timeout="3s")
+    (stack_dir / "stack.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(BackendError, match=r"service model did not answer 2xx at /nope within 3s"):
+        ComposeTarget(load_stack_file(stack_dir / "stack.yaml"), tmp_path / "run")
+    assert ours(engine, **{LABEL_OWNER: _owner()}) == []
+    assert not (isolated / "lease.json").exists()
+
+
+@pytest.mark.chaos
+def test_what_a_killed_harness_left_of_a_compose_run_is_swept(
+    engine: Any, isolated: Path, stack_dir: Path, tmp_path: Path
+) -> None:
+    scenario = write(stack_dir, "faults.yaml", FAULTS)
+    with harness(scenario, tmp_path / "reports", tmp_path / "ichaos.log") as child:
+        host, namespace, _pid, _started = _owner().split(":")
+        owner = f"{host}:{namespace}:{child.pid}:{_start_time(child.pid)}"
+        # Killed once its containers exist: the network and the three containers.
+        wait_until(
+            lambda: len(ours(engine, **{LABEL_OWNER: owner})) >= 4, timeout=300, interval=0.5,
+            message="the harness's compose project", process=child,
+        )  # fmt: skip
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    left = ours(engine, **{LABEL_OWNER: owner})
+    assert left, "a SIGKILLed harness cannot have removed its containers"
+    assert (isolated / "lease.json").exists()
+    done = repair(isolated, log=lambda _m: None)
+    assert set(left) <= {line.split(" ")[1] for line in done}
+    assert ours(engine, **{LABEL_OWNER: owner}) == []
