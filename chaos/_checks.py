@@ -98,12 +98,18 @@ def _service_fields(fault: _Fault) -> Iterator[tuple[str, str]]:
 
 def wrong_backend(stack: StackFile, backend: Backend) -> str | None:
     """Why ``stack`` cannot run on ``backend`` (None: it can). Its services are processes on
-    the local backend, or, with a compose file, containers on the docker backend."""
-    wanted = Backend.LOCAL if stack.compose is None else Backend.DOCKER
-    if backend is wanted:
+    the local backend (they have commands), containers on the docker backend (it has a
+    compose file), or either."""
+    if backend is Backend.LOCAL and stack.as_processes:
         return None
-    what = "a services stack file" if stack.compose is None else "a stack file with `compose`"
-    return f"{what} runs on the {wanted.value} backend, not {backend.value}"
+    if backend is Backend.DOCKER and stack.compose is not None:
+        return None
+    if stack.compose is None:
+        return f"a services stack file runs on the local backend, not {backend.value}"
+    if not stack.as_processes:
+        return (f"a stack file with `compose` and no commands runs on the docker backend, not "
+                f"{backend.value}")  # fmt: skip
+    return f"a stack file runs on the local or the docker backend, not {backend.value}"
 
 
 def services_stack_issues(scenario: Scenario, stack: StackFile) -> list[Issue]:

@@ -151,7 +151,7 @@ def default_target(loaded: LoadedScenario, settings: RunSettings, run_dir: Path)
     if loaded.services is not None:
         if (problem := wrong_backend(loaded.services.stack, backend)) is not None:
             raise HarnessError(problem)
-        if loaded.services.compose is not None:
+        if backend is Backend.DOCKER:
             from .backends.compose import ComposeTarget
 
             return ComposeTarget(loaded.services, run_dir, log=run_dir / "stack.log")

@@ -74,7 +74,8 @@ class ServiceSpec(_Strict):
         default_factory=list, max_length=256
     )
     """the program and its arguments (no shell); placeholders such as `${port}` are filled in.
-    Required for a process; not given with `compose` (the compose file says it)."""
+    What the local backend runs; with `compose` only, leave it out (the compose file says how
+    the container runs)."""
     port: int | None = Field(default=None, ge=1, le=65535)
     """with `compose`: the port the service listens on inside its container (required there);
     ichaos publishes it on 127.0.0.1 to check its health."""
@@ -132,13 +133,20 @@ class StackFile(_Strict):
     compose: Path | None = None
     """the user's compose file (relative to the stack file): its services run as containers
     on the docker backend, and `services` says the port, health and model of each one that
-    the entry, a link or a fault names."""
+    the entry, a link or a fault names. With commands too, the same stack runs as processes
+    on the local backend."""
     entry: ServiceName | None = None
     """the service the load and the `client` hop go to (default: the only service)."""
     services: dict[ServiceName, ServiceSpec] = Field(min_length=1, max_length=32)
     """the services by name."""
     links: list[LinkSpec] = Field(default_factory=list, max_length=256)
     """which service reaches which: each link gets its own proxy, a hop faults can name."""
+
+    @property
+    def as_processes(self) -> bool:
+        """Its services can run as processes (the local backend): it has no compose file, or
+        its services have commands besides it."""
+        return self.compose is None or any(spec.command for spec in self.services.values())
 
     @property
     def entry_service(self) -> str:
@@ -276,6 +284,7 @@ def _issues(stack: StackFile, base: Path) -> Iterator[Issue]:
     yield from _cycle(stack)
     if stack.compose is not None:
         yield from _compose_issues(stack, base)
+    if not stack.as_processes:
         return
     yield from _issues_of_links(stack)
     fixed = fixed_values(base)
@@ -353,8 +362,10 @@ def _service_issues(
         why = "give it ${admin_token} (the reference worker reads $ICHAOS_ADMIN_TOKEN)"
         yield Issue(("services", name, "fault_hooks"), f"fault hooks need the admin token: {why}")
     if not spec.command:
+        why = ("the local backend starts every service as a process when one has a command"
+               if stack.compose is not None else "or the stack file a `compose` file")  # fmt: skip
         yield Issue(("services", name, "command"), f"{name} needs a `command` (the program and "
-                    "its arguments), or the stack file a `compose` file")  # fmt: skip
+                    f"its arguments): {why}")  # fmt: skip
         return
     if not used_port:
         why = "use ${port} in its command or environment"
@@ -376,9 +387,6 @@ def _service_issues(
 
 # -- compose files ---------------------------------------------------------------------------
 
-# What a compose file says itself in a stack file with `compose`: given here, it would be a
-# second, contradicting source.
-_COMPOSE_OWNS = ("command", "env", "cwd", "restart", "restart_delay")
 # Keys of a compose service that would take a container out of the run's reach: a fixed name
 # collides with another run's (and the user's own stack), the host's network bypasses every
 # proxy and port choice of the run.
@@ -442,11 +450,7 @@ def _compose_issues(stack: StackFile, base: Path) -> Iterator[Issue]:
             yield Issue(where, f"{path.name} has no service {name!r} (its services: "
                         f"{sorted(compose)})")  # fmt: skip
             continue
-        for field in _COMPOSE_OWNS:
-            if field in spec.model_fields_set:
-                yield Issue((*where, field), f"`{field}` comes from {path.name} in a stack file "
-                            "with `compose`")  # fmt: skip
-        if spec.fault_hooks:
+        if spec.fault_hooks and not stack.as_processes:
             yield Issue((*where, "fault_hooks"), "GPU fault hooks are for services ichaos "
                         "starts as processes, not compose services")  # fmt: skip
         if spec.port is None:
@@ -493,5 +497,17 @@ def load_stack_file(path: Path) -> LoadedStack:
             check=lambda s: list(_issues(s, path.resolve().parent)),
         )  # fmt: skip
     except SLOFileError as exc:
-        raise ScenarioError(f"invalid stack file:\n{exc}") from exc
+        hint = ""
+        if _looks_like_compose(path):
+            hint = ("\n(this looks like a compose file: an ichaos stack file names it with "
+                    "`compose:` and says the port and health of its services)")  # fmt: skip
+        raise ScenarioError(f"invalid stack file:\n{exc}{hint}") from exc
     return LoadedStack(stack, path)
+
+
+def _looks_like_compose(path: Path) -> bool:
+    try:
+        services = read_compose(path)
+    except ValueError:
+        return False
+    return any("image" in s or "build" in s for s in services.values())

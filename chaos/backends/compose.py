@@ -398,13 +398,16 @@ class ComposeTarget(StackTarget):
                 if attributes.get(LABEL_RUN) != self.run_id or name not in self._ready:
                     continue
                 if action == "die":
-                    code = str(attributes.get("exitCode", attributes.get("containerExitCode")))
+                    text = str(attributes.get("exitCode", attributes.get("containerExitCode")))
+                    code = int(text) if text.lstrip("-").isdigit() else None
                     with self._lock:
                         planned = name in self._planned
                         self._planned.discard(name)
                         self._ready[name] = False
-                    self._event("service_exited", service=name,
-                                code=int(code) if code.lstrip("-").isdigit() else None,
+                    # A container's status 128+N is its process's death by signal N (the
+                    # init's convention), as a process's -N is: `signal` says it either way.
+                    signal = code - 128 if code is not None and 128 < code < 160 else None
+                    self._event("service_exited", service=name, code=code, signal=signal,
                                 planned=planned)  # fmt: skip
                 elif action == "start":  # podman also says "restart"; "start" is in both
                     with self._lock:

@@ -272,7 +272,8 @@ class ServicesTarget(StackTarget):
         # Ended by the harness for never becoming healthy: a failure, whatever its exit status.
         failed = code != 0 or svc.unhealthy
         svc.unhealthy = False
-        self._event("service_exited", service=svc.name, pid=svc.pid, code=code, planned=planned)
+        self._event("service_exited", service=svc.name, pid=svc.pid, code=code,
+                    signal=-code if code < 0 else None, planned=planned)  # fmt: skip
         svc.proc, svc.ready = None, False
         policy = svc.spec.restart
         if planned:

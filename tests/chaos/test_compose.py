@@ -72,8 +72,9 @@ def test_the_shipped_test_stack_is_valid(stack_dir: Path) -> None:
         ({"compose": "missing.yaml"}, r"compose: no such file .*missing\.yaml"),
         ({"services": {"router": {"port": 8000}, "ghost": {"port": 1}}},
          r"services\.ghost.*has no service 'ghost' \(its services: \['model', 'router'\]\)"),
-        ({"services": {"router": {"port": 8000, "command": ["x"]}, "model": {"port": 8000}}},
-         r"services\.router\.command.*`command` comes from compose\.yaml"),
+        ({"services": {"router": {"port": 8000, "command": ["x", "${port}"]},
+                       "model": {"port": 8000}}},
+         r"services\.model\.command.*the local backend starts every service as a process"),
         ({"services": {"router": {}, "model": {"port": 8000}}},
          r"services\.router\.port.*the port router listens on inside its container"),
         ({"services": {"router": {"port": 8000}, "model": {"port": 8001}}},
@@ -112,7 +113,7 @@ def test_a_compose_stack_runs_on_the_docker_backend_only(stack_dir: Path) -> Non
         stack: stack.yaml
         load: {rate: 1/s, duration: 2s}
     """)  # fmt: skip
-    with pytest.raises(ScenarioError, match="a stack file with `compose` runs on the docker"):
+    with pytest.raises(ScenarioError, match="with `compose` and no commands runs on the docker"):
         load_scenario(path)
 
 

@@ -1,6 +1,7 @@
 """The worked example of docs/own-stack.md: ``transformers serve`` on a built-in model behind the
 example's router, started, wired and faulted by ichaos from
-``scenarios/examples/transformers-serve/stack.yaml``. Each shipped scenario must pass as it is,
+``scenarios/examples/transformers-serve/stack.yaml``, as processes and as the containers of its
+compose file. Each shipped scenario must pass as it is,
 and show what its fault does, measured from the journal: the slow link in the time to first
 token of the requests it delayed (and only those), the kill in the router's 502s and a new
 server process, the damaged weight file in starts that fail until the restore, and the file
@@ -10,13 +11,16 @@ back byte for byte.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chaos import Runner, RunSettings, load_scenario, read_journal, recorders
+from chaos import Backend, Runner, RunSettings, load_scenario, read_journal, recorders
+from chaos.backends.docker import _ca_bundle
 from tests.conftest import needs_service
 
 pytestmark = [pytest.mark.slow, needs_service]
@@ -24,20 +28,44 @@ pytestmark = [pytest.mark.slow, needs_service]
 EXAMPLE = Path(__file__).resolve().parents[2] / "scenarios" / "examples" / "transformers-serve"
 
 
-@pytest.fixture
-def example_env(registry: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    if not (Path(sys.executable).parent / "transformers").is_file():
-        pytest.skip("transformers serve is not installed (the dev extra brings it)")
+@dataclass(frozen=True)
+class Example:
+    registry: Path
+    folder: Path
+    backend: Backend
+
+
+@pytest.fixture(params=[Backend.LOCAL, Backend.DOCKER], ids=["processes", "compose"])
+def example_env(
+    request: pytest.FixtureRequest, registry: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Example:  # fmt: skip
+    """The example on the local backend (its commands) and on the docker backend (its compose
+    file, the image built from its Dockerfile by Compose)."""
+    backend: Backend = request.param
+    folder = EXAMPLE
+    if backend is Backend.LOCAL:
+        if not (Path(sys.executable).parent / "transformers").is_file():
+            pytest.skip("transformers serve is not installed (the dev extra brings it)")
+    else:
+        request.getfixturevalue("engine")  # skipped, or failed once, without one
+        # A copy, with the CA bundle the image's pip must trust where one is set, as the
+        # docker backend's own images get it.
+        folder = tmp_path / "example"
+        shutil.copytree(EXAMPLE, folder)
+        bundle = _ca_bundle()
+        if bundle is not None:
+            shutil.copyfile(bundle, folder / "ca" / "bundle.pem")
     monkeypatch.setenv("ICHAOS_REGISTRY", str(registry))  # `${registry}`: a private copy
     monkeypatch.setenv("ICHAOS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("ICHAOS_TOXIPROXY_URL", "http://127.0.0.1:9")  # a private server
-    return registry
+    return Example(registry, folder, backend)
 
 
-def _run(name: str, tmp_path: Path) -> tuple[Any, list[dict[str, Any]]]:
+def _run(name: str, example: Example, tmp_path: Path) -> tuple[Any, list[dict[str, Any]]]:
+    settings = RunSettings(report_dir=tmp_path / "reports", backend=example.backend)
     result = Runner(
-        load_scenario(EXAMPLE / name), RunSettings(report_dir=tmp_path / "reports"),
-        observers=recorders(),
+        load_scenario(example.folder / name), settings, observers=recorders()
     ).run()  # fmt: skip
     assert result.verdict.passed, result.verdict.model_dump_json(indent=1)
     return result, list(read_journal(result.run_dir))
@@ -53,9 +81,9 @@ def _events(journal: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def test_a_slow_link_shows_in_the_first_token_of_the_streams_it_delayed(
-    example_env: Path, tmp_path: Path
+    example_env: Example, tmp_path: Path
 ) -> None:
-    result, journal = _run("stream-latency.yaml", tmp_path)
+    result, journal = _run("stream-latency.yaml", example_env, tmp_path)
     fault = result.verdict.faults[0]
     assert fault.applied is not None and fault.reverted is not None
     requests = _requests(journal)
@@ -70,15 +98,19 @@ def test_a_slow_link_shows_in_the_first_token_of_the_streams_it_delayed(
 
 
 def test_a_killed_server_is_restarted_and_the_answers_come_back(
-    example_env: Path, tmp_path: Path
+    example_env: Example, tmp_path: Path
 ) -> None:
-    result, journal = _run("kill-restart.yaml", tmp_path)
+    result, journal = _run("kill-restart.yaml", example_env, tmp_path)
     kill_at = result.verdict.faults[0].applied
     assert kill_at is not None
     exits = _events(journal, "service_exited")
-    assert [(e["service"], e["code"]) for e in exits] == [("model", -9)]
+    # A process's status -9; a container's 137, its init's 128 + 9.
+    code = -9 if example_env.backend is Backend.LOCAL else 137
+    assert [(e["service"], e["code"], e["signal"]) for e in exits] == [("model", code, 9)]
     starts = [e for e in _events(journal, "service_started") if e["service"] == "model"]
-    assert len(starts) == 2 and starts[0]["pid"] != starts[1]["pid"]
+    assert len(starts) == 2
+    if example_env.backend is Backend.LOCAL:
+        assert starts[0]["pid"] != starts[1]["pid"]
     requests = _requests(journal)
     assert all(r["status"] == 200 for r in requests if r["end"] < kill_at)
     outage = [r for r in requests if r["status"] == 502]
@@ -88,11 +120,11 @@ def test_a_killed_server_is_restarted_and_the_answers_come_back(
 
 
 def test_a_damaged_weight_file_fails_the_starts_until_it_is_restored(
-    example_env: Path, tmp_path: Path
+    example_env: Example, tmp_path: Path
 ) -> None:
-    weights = example_env / "fallback" / "v1" / "model.safetensors"
+    weights = example_env.registry / "fallback" / "v1" / "model.safetensors"
     before = hashlib.sha256(weights.read_bytes()).hexdigest()
-    result, journal = _run("corrupt-weights.yaml", tmp_path)
+    result, journal = _run("corrupt-weights.yaml", example_env, tmp_path)
     fault = result.verdict.faults[0]
     assert fault.applied is not None and fault.reverted is not None
     exits = _events(journal, "service_exited")
