@@ -33,6 +33,8 @@ from ._report import load_run, render_index, render_run
 from ._runner import Runner, RunResult, RunSettings
 from ._scenario import (
     Backend,
+    ContainerAction,
+    ContainerFault,
     Metrics,
     MetricSeries,
     MetricSource,
@@ -94,6 +96,8 @@ __all__ = [
     "Backend",
     "BackendError",
     "Constant",
+    "ContainerAction",
+    "ContainerFault",
     "Corruption",
     "DockerTarget",
     "EngineBroken",

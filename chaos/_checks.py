@@ -18,6 +18,7 @@ from ._scenario import (
     BudgetCeiling,
     BurnRateAbort,
     CanaryRollback,
+    ContainerFault,
     FallbackShare,
     Gateway,
     GpuFaultSpec,
@@ -90,7 +91,9 @@ def _service_fields(fault: _Fault) -> Iterator[tuple[str, str]]:
     """Where a fault names a service or a link of a services stack file."""
     if isinstance(fault, ToxicFault | PartitionFault) and isinstance(fault.hop, Link):
         yield "hop", f"link {fault.hop.key}"
-    if isinstance(fault, ProcessFault | GpuFaultSpec) and isinstance(fault.target, ServiceRef):
+    if isinstance(fault, ProcessFault | ContainerFault | GpuFaultSpec) and isinstance(
+        fault.target, ServiceRef
+    ):
         yield "target", fault.target.describe()
     if isinstance(fault, ModelFault) and fault.service is not None:
         yield "service", f"service {fault.service}"
@@ -133,7 +136,9 @@ def services_stack_issues(scenario: Scenario, stack: StackFile) -> list[Issue]:
         service = None
         if isinstance(fault, GpuFaultSpec) and isinstance(fault.target, ServiceRef):
             service, field = fault.target.service, "target"
-        if isinstance(fault, ProcessFault) and isinstance(fault.target, ServiceRef):
+        if isinstance(fault, ProcessFault | ContainerFault) and isinstance(
+            fault.target, ServiceRef
+        ):
             service, field = fault.target.service, "target"
         if isinstance(fault, ModelFault) and fault.service is not None:
             service, field = fault.service, "service"
@@ -169,7 +174,7 @@ def _pool_fields(fault: _Fault) -> Iterator[tuple[str, str]]:
     """Where a fault names pools, replicas, the gateway or the registry."""
     for field, spec in _replica_fields(fault):
         yield field[0], spec.describe()
-    if isinstance(fault, ProcessFault) and isinstance(fault.target, Gateway):
+    if isinstance(fault, ProcessFault | ContainerFault) and isinstance(fault.target, Gateway):
         yield "target", "the gateway"
     if isinstance(fault, ModelFault) and fault.model is not None:
         yield "model", f"registry model {fault.model}"
@@ -193,7 +198,7 @@ def _missing_replicas(spec: Replicas, have: int) -> str | None:
 def _replica_fields(fault: _Fault) -> Iterator[tuple[tuple[str, ...], Replicas]]:
     if isinstance(fault, ToxicFault | PartitionFault) and isinstance(fault.hop, Replicas):
         yield ("hop",), fault.hop
-    if isinstance(fault, ProcessFault | GpuFaultSpec | ModelFault) and isinstance(
+    if isinstance(fault, ProcessFault | ContainerFault | GpuFaultSpec | ModelFault) and isinstance(
         fault.target, Replicas
     ):
         yield ("target",), fault.target

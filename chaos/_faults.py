@@ -12,6 +12,7 @@ from pathlib import Path
 from ._errors import ApplyError
 from ._scenario import (
     BurstFault,
+    ContainerFault,
     FaultSpec,
     Gateway,
     GpuFaultSpec,
@@ -104,6 +105,16 @@ def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Rando
         pool = spec.target.pool.value
         label = ", ".join(f"{pool}[{i}]" for i in indexes)
         return target.process_fault([ReplicaRef(pool, i) for i in indexes], spec.signal, label)
+    if isinstance(spec, ContainerFault):
+        if isinstance(spec.target, ServiceRef):
+            keys, label = [spec.target.service], f"service {spec.target.service}"
+        elif isinstance(spec.target, Gateway):
+            keys, label = ["gateway"], "the gateway"
+        else:
+            pool = spec.target.pool.value
+            keys = [str(ReplicaRef(pool, i)) for i in choose(target, spec.target, rng)]
+            label = ", ".join(keys)
+        return target.container_fault(keys, spec.action.value, label)
     if isinstance(spec, GpuFaultSpec):
         if target.admin_token is None:
             raise ApplyError(f"{name}: GPU fault hooks need the stack's admin token")

@@ -616,6 +616,34 @@ class ProcessFault(_Fault):
         return self
 
 
+class ContainerAction(StrEnum):
+    STOP = "stop"  # the engine stops the container (SIGTERM, then SIGKILL); started again
+    RESTART = "restart"  # the engine restarts it at once; nothing to revert
+    DISCONNECT = "disconnect"  # off the run's network, connected again when reverted
+
+
+class ContainerFault(_Fault):
+    """What the engine does to containers (docker backend): stop them for a while, restart
+    them, or take them off the run's network for a while."""
+
+    kind: Literal["container"]
+    """`container`: an engine action on containers."""
+    action: ContainerAction
+    """`stop` (down until reverted: no restart policy brings back a container the engine was
+    asked to stop), `restart`, or `disconnect` (off the run's network until reverted)."""
+    target: ProcessTarget
+    """replicas of a pool, `{gateway: true}`, or a service of a stack file's compose file
+    (`{service: model}`)."""
+
+    @model_validator(mode="after")
+    def _duration_by_action(self) -> ContainerFault:
+        if self.action is ContainerAction.RESTART and self.duration is not None:
+            raise ValueError("a restart has no `duration`: it is over when the container is back")
+        if self.action is not ContainerAction.RESTART and self.duration is None:
+            raise ValueError(f"a {self.action.value} needs a `duration` (when to undo it)")
+        return self
+
+
 class GpuFaultSpec(_Fault):
     """A worker's fault hook: gpu_error (the worker dies on its next batch), hang, slow, oom."""
 
@@ -739,7 +767,13 @@ class BurstFault(_Fault):
 
 
 FaultSpec = Annotated[
-    ToxicFault | PartitionFault | ProcessFault | GpuFaultSpec | ModelFault | BurstFault,
+    ToxicFault
+    | PartitionFault
+    | ProcessFault
+    | ContainerFault
+    | GpuFaultSpec
+    | ModelFault
+    | BurstFault,
     Field(discriminator="kind"),
 ]
 
@@ -1234,6 +1268,9 @@ class Scenario(_Strict):
             ):
                 why = "`method: network` needs the docker backend"
                 return Issue(("faults", index, "method"), f"fault {name!r}: {why}")
+            if isinstance(fault, ContainerFault) and backend is not Backend.DOCKER:
+                why = f"`kind: container` needs the docker backend, not {backend.value}"
+                return Issue(("faults", index, "kind"), f"fault {name!r}: {why}")
             if backend is not Backend.URL:
                 continue
             if not isinstance(fault, ToxicFault | PartitionFault | BurstFault):

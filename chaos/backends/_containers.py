@@ -6,11 +6,19 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from chaos._errors import BackendError, EngineUnavailable
-from chaos.injectors import process_stat
+from chaos._errors import ApplyError, BackendError, EngineUnavailable
+from chaos.injectors import (
+    ContainerRestartInjector,
+    ContainerStopInjector,
+    DisconnectInjector,
+    Injector,
+    InjectorGroup,
+    process_stat,
+)
 
 LABEL_RUN = "io.ichaos.run"
 LABEL_OWNER = "io.ichaos.owner"  # "host:pid" of the harness that created it
@@ -112,6 +120,28 @@ def _owner_alive(owner: str) -> bool:
     if host != socket.gethostname() or namespace != _pid_namespace() or not pid.isdigit():
         return True  # another machine's or another container's harness
     return _start_time(pid) == started
+
+
+def container_action(
+    containers: list[Any], action: str, label: str, *,
+    networks: Callable[[Any], list[Any]], aliases: Callable[[Any], list[str] | None] | None = None,
+    timeout: int = 10,
+) -> Injector:  # fmt: skip
+    """The injector of a ``kind: container`` fault's ``action`` on ``containers``:
+    ``networks(c)`` are the networks a disconnect takes ``c`` off, ``aliases(c)`` the names it
+    is connected again under; ``timeout``: how long a stop or restart waits before SIGKILL."""
+    if action == "stop":
+        return ContainerStopInjector(containers, label, timeout)
+    if action == "restart":
+        return ContainerRestartInjector(containers, label, timeout)
+    if action == "disconnect":
+        parts: list[Injector] = []
+        for container in containers:
+            names = None if aliases is None else aliases(container)
+            parts += [DisconnectInjector(network, [container], label, aliases=names)
+                      for network in networks(container)]  # fmt: skip
+        return InjectorGroup(f"disconnect of {label}", parts)
+    raise ApplyError(f"unknown container action {action!r}")
 
 
 def sweep(client: Any, *, run: str | None = None, log: Any = print) -> list[str]:

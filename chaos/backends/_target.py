@@ -36,7 +36,7 @@ from ._lease import _Lease, state_dir, toxiproxy_url
 
 _NOWHERE = "127.0.0.1:1"  # a proxy's upstream before its service's port is known: refused
 REFERENCE_FAULTS = frozenset({"toxic", "partition", "process", "gpu", "model", "burst"})
-"""What the reference stack honours, as processes or in containers: every kind of fault."""
+"""What the reference stack honours, as processes or in containers (which add `container`)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -156,6 +156,11 @@ class Target:
     def network_partition(self, replicas: list[ReplicaRef]) -> Injector:
         """These replicas cut off the stack's network (only containers have one to cut)."""
         raise ApplyError("`method: network` partitions need the docker backend")
+
+    def container_fault(self, keys: list[str], action: str, label: str) -> Injector:
+        """An engine action (``stop``, ``restart``, ``disconnect``) on the containers of
+        ``keys``: replica keys (``primary[0]``), ``gateway``, or a compose stack's services."""
+        raise ApplyError("container faults need the docker backend")
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.url, "hops": dict(self.hops)}

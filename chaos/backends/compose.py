@@ -53,6 +53,7 @@ from ._containers import (
     LABEL_RUN,
     _owner,
     connect,
+    container_action,
     engine_url,
     sweep,
 )
@@ -130,7 +131,7 @@ def _bind_sources(service: dict[str, Any], base: Path) -> list[Path]:
 class ComposeTarget(StackTarget):
     """A stack file's compose file as containers behind a Toxiproxy container."""
 
-    honours = frozenset({"toxic", "partition", "process", "model", "burst"})
+    honours = frozenset({"toxic", "partition", "process", "container", "model", "burst"})
 
     def __init__(self, stack: LoadedStack, run_dir: Path, *, log: Path | None = None) -> None:
         super().__init__(stack, run_dir)
@@ -440,6 +441,28 @@ class ComposeTarget(StackTarget):
         if container is None:
             raise ApplyError(f"the stack has no service {name!r}")
         return ContainerInjector([container], kind, f"service {name}")
+
+    def container_fault(self, keys: list[str], action: str, label: str) -> Injector:
+        missing = [k for k in keys if k not in self._containers or k == TOXIPROXY_SERVICE]
+        if missing:
+            raise ApplyError(f"the stack has no service {', '.join(missing)}")
+        timeout = {k: int(self.stack.stack.services[k].stop_timeout) for k in keys}
+
+        def networks(container: Any) -> list[Any]:
+            container.reload()
+            names = container.attrs["NetworkSettings"].get("Networks") or {}
+            return [self.client.networks.get(n) for n in names]
+
+        def aliases(container: Any) -> list[str]:
+            return [(container.labels or {}).get(LABEL_SERVICE, "")]
+
+        if action == "stop":
+            with self._lock:  # the engine's stop is not the service dying: planned
+                self._planned.update(keys)
+        return container_action(
+            [self._containers[k] for k in keys], action, label, networks=networks,
+            aliases=aliases, timeout=max(timeout.values()),
+        )  # fmt: skip
 
     def restart_service(self, name: str) -> None:
         container = self._containers[name]

@@ -61,6 +61,7 @@ from ._containers import (
     _engine_message,
     _owner,
     connect,
+    container_action,
     engine_url,
     sweep,
 )
@@ -180,7 +181,7 @@ def ensure_image(
 class DockerTarget(Target):
     """The reference stack as containers behind a Toxiproxy container."""
 
-    honours = REFERENCE_FAULTS
+    honours = REFERENCE_FAULTS | {"container"}
 
     def __init__(self, stack_file: Path | None, run_dir: Path, *, log: Path | None = None) -> None:
         super().__init__()
@@ -419,6 +420,13 @@ class DockerTarget(Target):
         if missing:
             raise ApplyError(f"no container for {', '.join(missing)}")
         return ContainerInjector([self._containers[k] for k in keys], kind, label)
+
+    def container_fault(self, keys: list[str], action: str, label: str) -> Injector:
+        missing = [k for k in keys if k not in self._containers]
+        if missing:
+            raise ApplyError(f"no container for {', '.join(missing)}")
+        return container_action([self._containers[k] for k in keys], action, label,
+                                networks=lambda _c: [self._network])  # fmt: skip
 
     def network_partition(self, replicas: list[ReplicaRef]) -> Injector:
         keys = [str(ref) for ref in replicas]

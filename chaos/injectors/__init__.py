@@ -2,7 +2,12 @@
 family of faults (a hop, a process, a GPU hook, a model file, a container)."""
 
 from ._base import Injector
-from .containers import ContainerInjector, DisconnectInjector
+from .containers import (
+    ContainerInjector,
+    ContainerRestartInjector,
+    ContainerStopInjector,
+    DisconnectInjector,
+)
 from .gpu import GpuFault, GpuFaultInjector
 from .group import InjectorGroup
 from .model import Corruption, ModelCorruptionInjector, ModelFaultInjector, restore_leftovers
@@ -18,6 +23,8 @@ from .process import (
 
 __all__ = [
     "ContainerInjector",
+    "ContainerRestartInjector",
+    "ContainerStopInjector",
     "Corruption",
     "DisconnectInjector",
     "GpuFault",

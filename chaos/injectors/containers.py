@@ -1,5 +1,5 @@
-"""Faults on containers: signals to the service process inside them, pauses, and disconnects
-from the run's network."""
+"""Faults on containers: signals to the service process inside them, pauses, stops and
+restarts by the engine, and disconnects from the run's network."""
 
 from __future__ import annotations
 
@@ -107,12 +107,79 @@ class ContainerInjector(Injector):
         _each(self.containers, unpause, self.description)
 
 
-class DisconnectInjector(Injector):
-    """Containers disconnected from the run's network; revert connects them again."""
+class ContainerStopInjector(Injector):
+    """Containers stopped by the engine (SIGTERM, SIGKILL after ``timeout``); revert starts
+    them again. A container the engine was asked to stop stays down whatever its restart
+    policy, so the stop lasts exactly the fault's duration."""
 
-    def __init__(self, network: Any, containers: list[Any], label: str) -> None:
+    def __init__(self, containers: list[Any], label: str, timeout: int = 10) -> None:
+        super().__init__()
+        self.containers, self.label, self.timeout = containers, label, timeout
+
+    @property
+    def description(self) -> str:
+        return f"stop of {self.label} (container)"
+
+    def _apply(self) -> None:
+        def stop(container: Any) -> None:
+            container.stop(timeout=self.timeout)
+            if _state(container).get("Status") == "running":
+                raise ApplyError(f"{container.name}: read back, still running")
+
+        try:
+            for container in self.containers:
+                stop(container)
+        except Exception as exc:
+            raise ApplyError(f"{self.description}: {exc}") from exc
+
+    def _revert(self) -> None:
+        def start(container: Any) -> None:
+            if _state(container).get("Status") != "running":
+                container.start()
+            if _state(container).get("Status") != "running":
+                raise RevertError(f"{container.name}: read back, not running")
+
+        _each(self.containers, start, self.description)
+
+
+class ContainerRestartInjector(Injector):
+    """Containers restarted by the engine; over once each runs again (nothing to revert)."""
+
+    def __init__(self, containers: list[Any], label: str, timeout: int = 10) -> None:
+        super().__init__()
+        self.containers, self.label, self.timeout = containers, label, timeout
+
+    @property
+    def description(self) -> str:
+        return f"restart of {self.label} (container)"
+
+    def _apply(self) -> None:
+        try:
+            for container in self.containers:
+                began = _state(container).get("StartedAt")
+                container.restart(timeout=self.timeout)
+                state = _state(container)
+                if state.get("Status") != "running" or state.get("StartedAt") == began:
+                    raise ApplyError(f"{container.name}: read back, not started again")
+        except ApplyError:
+            raise
+        except Exception as exc:
+            raise ApplyError(f"{self.description}: {exc}") from exc
+
+    def _revert(self) -> None:
+        pass  # a restart is over when it is done
+
+
+class DisconnectInjector(Injector):
+    """Containers disconnected from the run's network; revert connects them again, under the
+    names (``aliases``) the others reach them by."""
+
+    def __init__(
+        self, network: Any, containers: list[Any], label: str, aliases: list[str] | None = None
+    ) -> None:
         super().__init__()
         self.network, self.containers, self.label = network, containers, label
+        self.aliases = aliases
 
     @property
     def description(self) -> str:
@@ -129,7 +196,7 @@ class DisconnectInjector(Injector):
         except Exception:
             for container in done:
                 with contextlib.suppress(Exception):
-                    self.network.connect(container)
+                    self.network.connect(container, aliases=self.aliases)
             raise
 
     def _attached(self, container: Any) -> bool:
@@ -139,7 +206,7 @@ class DisconnectInjector(Injector):
     def _revert(self) -> None:
         def connect(container: Any) -> None:
             if not self._attached(container):
-                self.network.connect(container)
+                self.network.connect(container, aliases=self.aliases)
             if not self._attached(container):
                 raise RevertError(f"{container.name}: read back, not on {self.network.name}")
 

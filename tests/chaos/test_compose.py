@@ -262,3 +262,97 @@ def test_what_a_killed_harness_left_of_a_compose_run_is_swept(
     done = repair(isolated, log=lambda _m: None)
     assert set(left) <= {line.split(" ")[1] for line in done}
     assert ours(engine, **{LABEL_OWNER: owner}) == []
+
+
+ENGINE_ACTIONS = """\
+name: compose-engine-actions
+backend: docker
+stack: stack.yaml
+seed: 4
+load: {rate: 5/s, duration: 16s, stream: true, max_new_tokens: 4, timeout: 5s}
+faults:
+  - {name: stop-model, kind: container, action: stop, target: {service: model},
+     at: 2s, duration: 3s}
+  - {name: cut-model, kind: container, action: disconnect, target: {service: model},
+     at: 7s, duration: 3s}
+  - {name: bounce-router, kind: container, action: restart, target: {service: router}, at: 12s}
+expect:
+  - {kind: event, event: service_exited, details: {service: model, planned: true}}
+  - {kind: recovery, within: 10s}
+"""
+
+
+@pytest.mark.chaos
+def test_the_engine_stops_disconnects_and_restarts_compose_services(
+    engine: Any, isolated: Path, stack_dir: Path, tmp_path: Path
+) -> None:
+    scenario = write(stack_dir, "actions.yaml", ENGINE_ACTIONS)
+    result = Runner(
+        load_scenario(scenario), RunSettings(report_dir=tmp_path / "reports"),
+        observers=recorders(),
+    ).run()  # fmt: skip
+    verdict = result.verdict
+    unmet = [e for e in verdict.expectations if not e.passed]
+    assert result.passed, f"{verdict.status}: {unmet} {verdict.harness_errors}"
+    windows = {f.name: (f.applied, f.reverted) for f in verdict.faults}
+    journal = list(read_journal(result.run_dir))
+    requests = [e for e in journal if e["type"] == "request"]
+
+    def statuses(start: float, end: float) -> set[object]:
+        return {r["status"] for r in requests if start <= r["scheduled"] <= end}
+
+    stopped, cut = windows["stop-model"], windows["cut-model"]
+    assert stopped[0] is not None and stopped[1] is not None
+    assert cut[0] is not None and cut[1] is not None
+    # While the model is stopped or off the network the router cannot reach it: its 502s.
+    assert statuses(stopped[0] + 0.3, stopped[1] - 0.3) == {502}
+    assert statuses(cut[0] + 0.3, cut[1] - 0.3) == {502}
+    # Back on the network under its service name: the router reaches it by `model` again.
+    assert statuses(cut[1] + 1.0, windows["bounce-router"][0] - 0.5) == {200}
+    events = [e["event"] for e in journal if e["type"] == "service_event"]
+    starts = [e for e in events if e["kind"] == "service_started" and e.get("start", 1) > 1]
+    assert {e["service"] for e in starts} == {"model", "router"}
+    assert ours(engine, **{LABEL_OWNER: _owner()}) == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("{kind: container, action: stop, target: {service: model}, at: 1s}",
+         "a stop needs a `duration`"),
+        ("{kind: container, action: disconnect, target: {service: model}, at: 1s}",
+         "a disconnect needs a `duration`"),
+        ("{kind: container, action: restart, target: {service: model}, at: 1s, duration: 2s}",
+         "a restart has no `duration`"),
+        ("{kind: container, action: halt, target: {service: model}, at: 1s}", "action"),
+        ("{kind: container, action: restart, target: {service: ghost}, at: 1s}",
+         "no service named 'ghost'"),
+    ],
+)  # fmt: skip
+def test_a_bad_container_fault_is_refused_at_its_line(
+    stack_dir: Path, fault: str, message: str
+) -> None:
+    path = write(stack_dir, "bad.yaml", f"""\
+        name: bad-container-fault
+        backend: docker
+        stack: stack.yaml
+        load: {{rate: 1/s, duration: 5s}}
+        faults:
+          - {fault}
+    """)  # fmt: skip
+    with pytest.raises(ScenarioError, match=message) as caught:
+        load_scenario(path)
+    assert "bad.yaml:6" in str(caught.value)
+
+
+def test_container_faults_need_the_docker_backend(tmp_path: Path) -> None:
+    path = write(tmp_path, "local.yaml", """\
+        name: reference-container
+        load: {rate: 1/s, duration: 5s}
+        faults:
+          - {kind: container, action: restart, target: {pool: primary, index: 0}, at: 1s}
+    """)  # fmt: skip
+    with pytest.raises(
+        ScenarioError, match="`kind: container` needs the docker backend, not local"
+    ):
+        load_scenario(path)

@@ -257,6 +257,8 @@ faults:
      at: 3s, duration: 4s}
   - {name: unplug, kind: partition, method: network, hop: {pool: primary, index: 1},
      at: 10s, duration: 4s}
+  - {name: bounce, kind: container, action: restart, target: {pool: fallback, index: 0},
+     at: 15s}
 expect:
   - {kind: status, status: "2xx", min_share: 0.95}
   - {kind: event, event: replica_down}
@@ -266,7 +268,7 @@ expect:
 
 @needs_service
 @pytest.mark.chaos
-def test_pause_and_network_partition_are_applied_and_undone_on_containers(
+def test_pause_partition_and_restart_are_applied_and_undone_on_containers(
     engine: Any, isolated: Path, tmp_path: Path
 ) -> None:
     path = tmp_path / "container-faults.yaml"
@@ -280,14 +282,17 @@ def test_pause_and_network_partition_are_applied_and_undone_on_containers(
     journal = list(read_journal(result.run_dir))
     applied = [e["fault"] for e in journal if e["type"] == "fault_applied"]
     reverted = [e["fault"] for e in journal if e["type"] == "fault_reverted"]
-    assert applied == reverted == ["freeze", "unplug"]
+    assert applied == reverted == ["freeze", "unplug", "bounce"]
     # While unplugged, primary[1] was out of the gateway's rotation; paused, primary[0] was.
     events = [e["event"] for e in journal if e["type"] == "service_event"]
     downs = [e for e in events if e["kind"] == "replica_down"]
-    assert {(e["pool"], e["index"]) for e in downs} == {
+    assert {(e["pool"], e["index"]) for e in downs} >= {
         ("primary", 0),
         ("primary", 1),
     }
+    # The engine's restart of the fallback worker, seen as the supervisor's would be.
+    restarts = [e for e in events if e["kind"] == "worker_restarted"]
+    assert [(e["pool"], e["index"]) for e in restarts] == [("fallback", 0)]
 
 
 def free_port() -> int:

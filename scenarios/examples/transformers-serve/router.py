@@ -2,7 +2,7 @@
 (an API gateway, LiteLLM, an ingress): every request but ``GET /health`` is passed to the
 upstream and its answer streamed back chunk by chunk as it comes.
 
-    python router.py --port 8080 --upstream http://127.0.0.1:8000
+    python router.py --port 8080 --upstream http://127.0.0.1:8000 [--host 0.0.0.0]
 
 ``GET /health`` is the router's own (it answers while the model server is down); when the
 upstream cannot be reached the client gets a 502 with an OpenAI-style error object, and a
@@ -70,10 +70,11 @@ async def _app(upstream: str) -> web.Application:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a container")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="the model server, http://HOST:PORT")
     args = parser.parse_args()
-    web.run_app(_app(args.upstream), host="127.0.0.1", port=args.port, print=None,
+    web.run_app(_app(args.upstream), host=args.host, port=args.port, print=None,
                 access_log=None)  # fmt: skip
 
 
