@@ -6,11 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from chaos._errors import ApplyError, BackendError, EngineUnavailable
+from chaos._toxiproxy import ToxiproxyClient, ToxiproxyUnavailable
+from chaos._wait import wait_until
 from chaos.injectors import (
     ContainerRestartInjector,
     ContainerStopInjector,
@@ -120,6 +123,61 @@ def _owner_alive(owner: str) -> bool:
     if host != socket.gethostname() or namespace != _pid_namespace() or not pid.isdigit():
         return True  # another machine's or another container's harness
     return _start_time(pid) == started
+
+
+def published_port(container: Any, port: int) -> int:
+    """The host port the engine publishes ``port`` of ``container`` on, read now: an engine
+    may publish a restarted container on another port."""
+    container.reload()
+    bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
+    if not bindings:
+        raise BackendError(f"{container.name}: port {port} is not published (not running?)")
+    return int(bindings[0]["HostPort"])
+
+
+def toxiproxy_in(container: Any) -> ToxiproxyClient:
+    """A client of the Toxiproxy API in ``container``, once it answers."""
+    client = ToxiproxyClient(f"http://127.0.0.1:{published_port(container, _API_PORT)}")
+
+    def answers() -> bool:
+        try:
+            client.version()
+        except ToxiproxyUnavailable:
+            return False
+        return True
+
+    wait_until(answers, timeout=30, interval=0.2, message="toxiproxy's API in its container")
+    return client
+
+
+ContainerEvent = Callable[[str, dict[str, str]], None]
+
+
+def follow_run_events(client: Any, run: str, on_event: ContainerEvent) -> Any:
+    """The engine's container events of ``run``, each given to ``on_event(action,
+    attributes)`` on a thread of its own; the stream is returned (closing it ends the thread).
+    ``start`` is the action of every start (podman also says ``restart``)."""
+    # One label only: podman matches events with any of several labels, Docker with all.
+    stream = client.events(
+        decode=True, filters={"label": [f"{LABEL_RUN}={run}"], "type": ["container"]}
+    )
+
+    def relay() -> None:
+        with contextlib.suppress(Exception):  # the stream closes at the target's stop
+            for event in stream:
+                action = str(event.get("Action") or event.get("status") or "")
+                attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                if attributes.get(LABEL_RUN) == run:
+                    on_event(action, attributes)
+
+    threading.Thread(target=relay, name=f"ichaos-events-{run}", daemon=True).start()
+    return stream
+
+
+def exit_code(attributes: dict[str, str]) -> int | None:
+    """A ``die`` event's exit status (None where the engine did not say)."""
+    text = str(attributes.get("exitCode", attributes.get("containerExitCode")))
+    return int(text) if text.lstrip("-").isdigit() else None
 
 
 def container_action(

@@ -40,7 +40,6 @@ import yaml
 
 from chaos._errors import ApplyError, BackendError, HarnessError
 from chaos._stackfile import LoadedStack, address_pattern
-from chaos._toxiproxy import ToxiproxyClient, ToxiproxyUnavailable
 from chaos._wait import wait_until
 from chaos.injectors import ContainerInjector, Injector, SignalKind
 
@@ -55,7 +54,11 @@ from ._containers import (
     connect,
     container_action,
     engine_url,
+    exit_code,
+    follow_run_events,
+    published_port,
     sweep,
+    toxiproxy_in,
 )
 from ._lease import _Lease
 from ._stack import StackTarget
@@ -319,26 +322,10 @@ class ComposeTarget(StackTarget):
                         start=1)  # fmt: skip
 
     def _published(self, name: str, port: int) -> int:
-        """Looked up each time: an engine may publish a restarted container on another port."""
-        container = self._containers[name]
-        container.reload()
-        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
-        if not bindings:
-            raise BackendError(f"{container.name}: port {port} is not published (not running?)")
-        return int(bindings[0]["HostPort"])
+        return published_port(self._containers[name], port)
 
     def _toxiproxy_ready(self) -> None:
-        api = self._published(TOXIPROXY_SERVICE, _API_PORT)
-        client = self.toxiproxy = ToxiproxyClient(f"http://127.0.0.1:{api}")
-
-        def answers() -> bool:
-            try:
-                client.version()
-            except ToxiproxyUnavailable:
-                return False
-            return True
-
-        wait_until(answers, timeout=30, interval=0.2, message="toxiproxy's API in its container")
+        client = self.toxiproxy = toxiproxy_in(self._containers[TOXIPROXY_SERVICE])
         names = set(client.proxies())
         missing = sorted(set(self.hops.values()) - names)
         if missing:
@@ -383,41 +370,31 @@ class ComposeTarget(StackTarget):
     # -- watching ----------------------------------------------------------------------------
 
     def _follow_engine_events(self) -> None:
-        # One label only: podman matches events with any of several labels, Docker with all.
-        stream = self.client.events(
-            decode=True, filters={"label": [f"{LABEL_RUN}={self.run_id}"], "type": ["container"]},
-        )  # fmt: skip
-        self._followers.append(stream)
-        threading.Thread(target=self._relay, args=(stream,), daemon=True).start()
+        self._followers.append(follow_run_events(self.client, self.run_id, self._relay))
 
-    def _relay(self, stream: Any) -> None:
-        with contextlib.suppress(Exception):  # the stream closes at stop()
-            for event in stream:
-                action = str(event.get("Action") or event.get("status") or "")
-                attributes = (event.get("Actor") or {}).get("Attributes") or {}
-                name = attributes.get(LABEL_SERVICE)
-                if attributes.get(LABEL_RUN) != self.run_id or name not in self._ready:
-                    continue
-                if action == "die":
-                    text = str(attributes.get("exitCode", attributes.get("containerExitCode")))
-                    code = int(text) if text.lstrip("-").isdigit() else None
-                    with self._lock:
-                        planned = name in self._planned
-                        self._planned.discard(name)
-                        self._ready[name] = False
-                    # A container's status 128+N is its process's death by signal N (the
-                    # init's convention), as a process's -N is: `signal` says it either way.
-                    signal = code - 128 if code is not None and 128 < code < 160 else None
-                    self._event("service_exited", service=name, code=code, signal=signal,
-                                planned=planned)  # fmt: skip
-                elif action == "start":  # podman also says "restart"; "start" is in both
-                    with self._lock:
-                        self._starts[name] = self._starts.get(name, 0) + 1
-                        self._started_at[name] = time.monotonic()
-                        self._ready[name] = False
-                        start = self._starts[name]
-                    if start > 1:
-                        self._event("service_started", service=name, start=start)
+    def _relay(self, action: str, attributes: dict[str, str]) -> None:
+        name = attributes.get(LABEL_SERVICE)
+        if name not in self._ready:
+            return
+        if action == "die":
+            code = exit_code(attributes)
+            with self._lock:
+                planned = name in self._planned
+                self._planned.discard(name)
+                self._ready[name] = False
+            # A container's status 128+N is its process's death by signal N (the init's
+            # convention), as a process's -N is: `signal` says it either way.
+            signal = code - 128 if code is not None and 128 < code < 160 else None
+            self._event("service_exited", service=name, code=code, signal=signal,
+                        planned=planned)  # fmt: skip
+        elif action == "start":
+            with self._lock:
+                self._starts[name] = self._starts.get(name, 0) + 1
+                self._started_at[name] = time.monotonic()
+                self._ready[name] = False
+                start = self._starts[name]
+            if start > 1:
+                self._event("service_started", service=name, start=start)
 
     def _watch(self) -> None:
         """Services started again (by their restart policy or a fault) are ready once their

@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import tarfile
-import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,8 +31,6 @@ import yaml
 
 from chaos._errors import ApplyError, BackendError, EngineBroken, EngineUnavailable
 from chaos._toxiproxy import (
-    ToxiproxyClient,
-    ToxiproxyUnavailable,
     find_server_binary,
 )
 from chaos._wait import wait_until
@@ -63,7 +60,11 @@ from ._containers import (
     connect,
     container_action,
     engine_url,
+    exit_code,
+    follow_run_events,
+    published_port,
     sweep,
+    toxiproxy_in,
 )
 from ._lease import _Lease, built_registry
 from ._target import REFERENCE_FAULTS, Replica, ReplicaRef, Target
@@ -288,12 +289,7 @@ class DockerTarget(Target):
         return container
 
     def _published(self, key: str, port: int) -> int:
-        container = self._containers[key]
-        container.reload()
-        bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp") or []
-        if not bindings:
-            raise BackendError(f"{self._names[key]}: port {port} is not published")
-        return int(bindings[0]["HostPort"])
+        return published_port(self._containers[key], port)
 
     def _start_toxiproxy(self, image: str) -> None:
         name = self._name("toxiproxy")
@@ -302,17 +298,7 @@ class DockerTarget(Target):
             "toxiproxy", image, name, role="toxiproxy",
             command=["-host=0.0.0.0", f"-port={_API_PORT}"], ports=(_API_PORT, _CLIENT_PORT),
         )  # fmt: skip
-        api = self._published("toxiproxy", _API_PORT)
-        client = self.toxiproxy = ToxiproxyClient(f"http://127.0.0.1:{api}")
-
-        def answers() -> bool:
-            try:
-                client.version()
-            except ToxiproxyUnavailable:
-                return False
-            return True
-
-        wait_until(answers, timeout=30, interval=0.2, message="toxiproxy's API in its container")
+        self.toxiproxy = toxiproxy_in(self._containers["toxiproxy"])
 
     def _hop(self, hop: str, name: str, port: int, upstream: str) -> None:
         """A proxy listening on ``port`` inside the Toxiproxy container, to ``upstream``."""
@@ -362,37 +348,25 @@ class DockerTarget(Target):
     # -- engine events become the gateway's, as the local supervisor's restarts are ---------
 
     def _follow_engine_events(self) -> None:
-        # One label only: podman matches events with any of several labels, Docker with all.
-        stream = self.client.events(
-            decode=True, filters={"label": [f"{LABEL_RUN}={self.run_id}"], "type": ["container"]},
-        )  # fmt: skip
-        self._followers.append(stream)
-        threading.Thread(target=self._relay, args=(stream,), daemon=True).start()
+        self._followers.append(follow_run_events(self.client, self.run_id, self._relay))
 
-    def _relay(self, stream: Any) -> None:
-        with contextlib.suppress(Exception):  # the stream closes at stop()
-            for event in stream:
-                action = str(event.get("Action") or event.get("status") or "")
-                attributes = (event.get("Actor") or {}).get("Attributes") or {}
-                ours = attributes.get(LABEL_RUN) == self.run_id
-                if not ours or attributes.get(LABEL_ROLE) != "worker":
-                    continue
-                ident = {
-                    "pool": attributes.get("io.ichaos.pool"),
-                    "index": int(attributes.get("io.ichaos.index", -1)),
-                    "container": attributes.get("name"),
-                }
-                if action == "die":
-                    code = str(attributes.get("exitCode", attributes.get("containerExitCode")))
-                    exit_code = int(code) if code.lstrip("-").isdigit() else None
-                    self._tell_gateway("worker_exited", {**ident, "exit_code": exit_code})
-                elif action == "start":  # podman also says "restart"; "start" is in both
-                    name = str(attributes.get("name"))
-                    self._starts[name] = self._starts.get(name, 0) + 1
-                    if self._starts[name] > 1:
-                        self._tell_gateway(
-                            "worker_restarted", {**ident, "restarts": self._starts[name] - 1}
-                        )
+    def _relay(self, action: str, attributes: dict[str, str]) -> None:
+        if attributes.get(LABEL_ROLE) != "worker":
+            return
+        ident = {
+            "pool": attributes.get("io.ichaos.pool"),
+            "index": int(attributes.get("io.ichaos.index", -1)),
+            "container": attributes.get("name"),
+        }
+        if action == "die":
+            self._tell_gateway("worker_exited", {**ident, "exit_code": exit_code(attributes)})
+        elif action == "start":
+            name = str(attributes.get("name"))
+            self._starts[name] = self._starts.get(name, 0) + 1
+            if self._starts[name] > 1:
+                self._tell_gateway(
+                    "worker_restarted", {**ident, "restarts": self._starts[name] - 1}
+                )
 
     def _tell_gateway(self, kind: str, details: dict[str, Any]) -> None:
         # Best effort, as the supervisor's: a gateway that is down itself misses the event, and

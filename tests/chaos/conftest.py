@@ -3,6 +3,8 @@ model-server-shaped service whose failures a test controls."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from chaos import BackendError, ToxiproxyClient, ToxiproxyServer, ToxiproxyUnavailable, repair
+from chaos import (
+    BackendError,
+    ToxiproxyClient,
+    ToxiproxyServer,
+    ToxiproxyUnavailable,
+    repair,
+    wait_until,
+)
+from chaos.backends._containers import LABEL_OWNER, LABEL_RUN, _owner, _start_time
 from chaos.backends.docker import check_engine, connect
 from tests.chaos._service import Service, serve
 
@@ -115,3 +125,35 @@ def engine_check() -> Iterator[EngineCheck]:
 @pytest.fixture
 def engine(engine_check: EngineCheck) -> Any:
     return engine_check.use()
+
+
+def ours(client: Any, **labels: str) -> list[str]:
+    """The containers and networks of the engine with these labels (any run's without)."""
+    wanted = [f"{k}={v}" for k, v in labels.items()] or [LABEL_RUN]
+    found = [c.name for c in client.containers.list(all=True, filters={"label": wanted})]
+    found += [n.name for n in client.networks.list(filters={"label": wanted})]
+    return found
+
+
+def killed_harness_is_swept(
+    engine: Any, isolated: Path, child: subprocess.Popen[bytes], at_least: int, what: str
+) -> None:
+    """SIGKILL the harness ``child`` once ``at_least`` containers and networks of its own
+    exist (``what`` they are), then check that they outlived it, that the lease names them,
+    and that the next run's repair removes every one."""
+    host, namespace, _pid, _started = _owner().split(":")
+    owner = f"{host}:{namespace}:{child.pid}:{_start_time(child.pid)}"
+    wait_until(
+        lambda: len(ours(engine, **{LABEL_OWNER: owner})) >= at_least, timeout=600,
+        interval=0.5, message=what, process=child,
+    )  # fmt: skip
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    left = ours(engine, **{LABEL_OWNER: owner})
+    assert left, "a SIGKILLed harness cannot have removed its containers"
+    assert (isolated / "lease.json").exists()
+    # The next run's first step: the lease names the killed run, and everything of it goes.
+    done = repair(isolated, log=lambda _m: None)
+    assert set(left) <= {line.split(" ")[1] for line in done}
+    assert ours(engine, **{LABEL_OWNER: owner}) == []
+    assert not (isolated / "lease.json").exists()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -19,19 +18,19 @@ import yaml
 from chaos import (
     BackendError,
     Runner,
+    RunResult,
     RunSettings,
     ScenarioError,
     load_scenario,
     load_stack_file,
     read_journal,
     recorders,
-    repair,
-    wait_until,
 )
 from chaos._stackfile import address_pattern
-from chaos.backends._containers import LABEL_OWNER, LABEL_RUN, _owner, _start_time
+from chaos.backends._containers import LABEL_OWNER, LABEL_RUN, _owner
 from chaos.backends.compose import ComposeTarget, rewrite_links
 from tests.chaos._harness import harness
+from tests.chaos.conftest import killed_harness_is_swept, ours
 
 STACK = Path(__file__).parent / "compose_stack"
 
@@ -48,13 +47,6 @@ def write(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text))
     return path
-
-
-def ours(client: Any, **labels: str) -> list[str]:
-    wanted = [f"{k}={v}" for k, v in labels.items()]
-    found = [c.name for c in client.containers.list(all=True, filters={"label": wanted})]
-    found += [n.name for n in client.networks.list(filters={"label": wanted})]
-    return found
 
 
 # -- the stack file's checks (no engine) -------------------------------------------------------
@@ -139,6 +131,19 @@ def test_links_are_rewritten_where_the_address_is_whole() -> None:
 
 # -- on a real engine --------------------------------------------------------------------------
 
+
+def passing_run(scenario: Path, tmp_path: Path) -> RunResult:
+    """The scenario run for real; it must pass (else the unmet expectations and errors)."""
+    result = Runner(
+        load_scenario(scenario), RunSettings(report_dir=tmp_path / "reports"),
+        observers=recorders(),
+    ).run()  # fmt: skip
+    verdict = result.verdict
+    unmet = [e for e in verdict.expectations if not e.passed]
+    assert result.passed, f"{verdict.status}: {unmet} {verdict.harness_errors}"
+    return result
+
+
 FAULTS = """\
 name: compose-faults
 backend: docker
@@ -161,14 +166,7 @@ def test_a_link_toxic_and_a_container_kill_on_a_users_compose_file(
     engine: Any, isolated: Path, stack_dir: Path, tmp_path: Path
 ) -> None:
     scenario = write(stack_dir, "faults.yaml", FAULTS)
-    result = Runner(
-        load_scenario(scenario),
-        RunSettings(report_dir=tmp_path / "reports", backend=None),
-        observers=recorders(),
-    ).run()
-    verdict = result.verdict
-    unmet = [e for e in verdict.expectations if not e.passed]
-    assert result.passed, f"{verdict.status}: {unmet} {verdict.harness_errors}"
+    result = passing_run(scenario, tmp_path)
     journal = list(read_journal(result.run_dir))
     (ready,) = [e for e in journal if e["type"] == "target_ready"]
     run = ready["target"]["run"]
@@ -214,13 +212,8 @@ def test_a_corrupted_bind_mounted_model_file_is_refused_then_restored(
 ) -> None:
     original = (stack_dir / "model" / "weights.bin").read_bytes()
     scenario = write(stack_dir, "corrupt.yaml", CORRUPT)
-    result = Runner(
-        load_scenario(scenario), RunSettings(report_dir=tmp_path / "reports"),
-        observers=recorders(),
-    ).run()  # fmt: skip
+    result = passing_run(scenario, tmp_path)
     verdict = result.verdict
-    unmet = [e for e in verdict.expectations if not e.passed]
-    assert result.passed, f"{verdict.status}: {unmet} {verdict.harness_errors}"
     assert (stack_dir / "model" / "weights.bin").read_bytes() == original
     sums = json.loads((result.run_dir / "model-dirs" / "model.json").read_text())
     assert set(sums["sha256"]) == {"weights.bin", "weights.sha256"}
@@ -247,21 +240,8 @@ def test_what_a_killed_harness_left_of_a_compose_run_is_swept(
 ) -> None:
     scenario = write(stack_dir, "faults.yaml", FAULTS)
     with harness(scenario, tmp_path / "reports", tmp_path / "ichaos.log") as child:
-        host, namespace, _pid, _started = _owner().split(":")
-        owner = f"{host}:{namespace}:{child.pid}:{_start_time(child.pid)}"
         # Killed once its containers exist: the network and the three containers.
-        wait_until(
-            lambda: len(ours(engine, **{LABEL_OWNER: owner})) >= 4, timeout=300, interval=0.5,
-            message="the harness's compose project", process=child,
-        )  # fmt: skip
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=10)
-    left = ours(engine, **{LABEL_OWNER: owner})
-    assert left, "a SIGKILLed harness cannot have removed its containers"
-    assert (isolated / "lease.json").exists()
-    done = repair(isolated, log=lambda _m: None)
-    assert set(left) <= {line.split(" ")[1] for line in done}
-    assert ours(engine, **{LABEL_OWNER: owner}) == []
+        killed_harness_is_swept(engine, isolated, child, 4, "the harness's compose project")
 
 
 ENGINE_ACTIONS = """\
@@ -287,13 +267,8 @@ def test_the_engine_stops_disconnects_and_restarts_compose_services(
     engine: Any, isolated: Path, stack_dir: Path, tmp_path: Path
 ) -> None:
     scenario = write(stack_dir, "actions.yaml", ENGINE_ACTIONS)
-    result = Runner(
-        load_scenario(scenario), RunSettings(report_dir=tmp_path / "reports"),
-        observers=recorders(),
-    ).run()  # fmt: skip
+    result = passing_run(scenario, tmp_path)
     verdict = result.verdict
-    unmet = [e for e in verdict.expectations if not e.passed]
-    assert result.passed, f"{verdict.status}: {unmet} {verdict.harness_errors}"
     windows = {f.name: (f.applied, f.reverted) for f in verdict.faults}
     journal = list(read_journal(result.run_dir))
     requests = [e for e in journal if e["type"] == "request"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,11 +32,11 @@ from chaos import (
     load_scenario,
     read_journal,
     recorders,
-    repair,
     wait_until,
 )
-from chaos.backends._containers import LABEL_OWNER, LABEL_RUN, _owner, _start_time, sweep
+from chaos.backends._containers import LABEL_OWNER, LABEL_RUN, _owner, sweep
 from tests.chaos._harness import harness
+from tests.chaos.conftest import killed_harness_is_swept, ours
 from tests.conftest import needs_service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,13 +152,6 @@ def test_without_an_engine_the_backend_says_how_to_get_one(
 # -- on a real engine ------------------------------------------------------------------------
 
 
-def ours(client: Any, **labels: str) -> list[str]:
-    wanted = [f"{k}={v}" for k, v in labels.items()] or [LABEL_RUN]
-    found = [c.name for c in client.containers.list(all=True, filters={"label": wanted})]
-    found += [n.name for n in client.networks.list(filters={"label": wanted})]
-    return found
-
-
 @needs_service
 @pytest.mark.chaos
 @pytest.mark.parametrize(
@@ -193,24 +185,10 @@ def test_scenarios_hold_on_the_docker_backend(
 def test_what_a_killed_run_left_is_swept(engine: Any, isolated: Path, tmp_path: Path) -> None:
     scenario, reports = SCENARIOS / "baseline.yaml", tmp_path / "reports"
     with harness(scenario, reports, tmp_path / "ichaos.log", "--backend", "docker") as child:
-        host, namespace, _pid, _started = _owner().split(":")
-        owner = f"{host}:{namespace}:{child.pid}:{_start_time(child.pid)}"
         # Killed once its Toxiproxy and a worker run: mid-way through starting the stack.
-        wait_until(
-            lambda: len(ours(engine, **{LABEL_OWNER: owner})) >= 3, timeout=600, interval=0.5,
-            message="the harness's network and first containers", process=child,
-        )  # fmt: skip
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=10)
-    left = ours(engine, **{LABEL_OWNER: owner})
-    assert left, "a SIGKILLed harness cannot have removed its containers"
-    assert (isolated / "lease.json").exists()
-
-    # The next run's first step: the lease names the killed run, and everything of it goes.
-    done = repair(isolated, log=lambda _m: None)
-    assert set(left) <= {line.split(" ")[1] for line in done}
-    assert ours(engine, **{LABEL_OWNER: owner}) == []
-    assert not (isolated / "lease.json").exists()
+        killed_harness_is_swept(
+            engine, isolated, child, 3, "the harness's network and first containers"
+        )
 
 
 @pytest.mark.chaos
