@@ -289,9 +289,13 @@ class ComposeTarget(StackTarget):
             "restart": "always",
         }
         resolved.pop("version", None)  # the Compose specification; `init` needs no version
-        resolved["networks"] = _labelled(resolved.get("networks"), labels, also="default")
+        # Compose v2 writes the project's name, and names its networks and volumes after it
+        # (`stack_default`), into the resolved file: kept, they would be the user's own
+        # project's, shared by every run. The run's project name (-p) names them instead.
+        project = resolved.pop("name", None)
+        resolved["networks"] = _labelled(resolved.get("networks"), labels, project, "default")
         if resolved.get("volumes"):
-            resolved["volumes"] = _labelled(resolved["volumes"], labels)
+            resolved["volumes"] = _labelled(resolved["volumes"], labels, project)
         out = self._dir / "compose.yaml"
         out.write_text(
             f"# Written by ichaos for run {self.run_id} from {self.stack.compose}\n"
@@ -513,17 +517,22 @@ def _mapping(value: Any) -> dict[str, str]:
     return {}
 
 
-def _labelled(section: Any, labels: dict[str, str], also: str | None = None) -> dict[str, Any]:
-    """A file's networks or volumes, each one the run creates carrying the run's labels (an
-    external one is the user's, and left alone); ``also`` added where it is missing."""
+def _labelled(
+    section: Any, labels: dict[str, str], project: Any, also: str | None = None
+) -> dict[str, Any]:
+    """A file's networks or volumes, each one the run creates carrying the run's labels and
+    named by the run's project (an external one is the user's, and left alone); ``also``
+    added where it is missing. ``project``: the name Compose resolved the file under."""
     entries: dict[str, Any] = dict(section or {})
     if also is not None:
         entries.setdefault(also, {})
-    for name, entry in entries.items():
+    for key, entry in entries.items():
         options = dict(entry or {})
         if not options.get("external"):
             options["labels"] = {**_mapping(options.get("labels")), **labels}
-        entries[name] = options
+            if project is not None and options.get("name") == f"{project}_{key}":
+                del options["name"]
+        entries[key] = options
     return entries
 
 

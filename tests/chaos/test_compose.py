@@ -28,7 +28,7 @@ from chaos import (
 )
 from chaos._stackfile import address_pattern
 from chaos.backends._containers import LABEL_OWNER, LABEL_RUN, _owner
-from chaos.backends.compose import ComposeTarget, rewrite_links
+from chaos.backends.compose import ComposeTarget, _labelled, rewrite_links
 from tests.chaos._harness import harness
 from tests.chaos.conftest import killed_harness_is_swept, ours
 
@@ -127,6 +127,22 @@ def test_links_are_rewritten_where_the_address_is_whole() -> None:
     listed: dict[str, Any] = {"environment": ["UPSTREAM=http://model:8000"]}
     assert rewrite_links(listed, {pattern: "p:1"}) == 1
     assert listed["environment"] == ["UPSTREAM=http://p:1"]
+
+
+def test_the_runs_networks_and_volumes_are_its_own_whatever_compose_named_them() -> None:
+    """Compose v2 resolves a file with its project's name in it (`name`, `stack_default`):
+    the run's file drops those names so the run's project names them, labels what the run
+    creates, and leaves an external network alone."""
+    labels = {LABEL_RUN: "r1"}
+    networks = _labelled(
+        {"default": {"name": "stack_default"}, "mine": {"name": "fixed-net"},
+         "outside": {"external": True, "name": "shared"}},
+        labels, "stack", "default",
+    )  # fmt: skip
+    assert networks["default"] == {"labels": labels}
+    assert networks["mine"] == {"name": "fixed-net", "labels": labels}
+    assert networks["outside"] == {"external": True, "name": "shared"}
+    assert _labelled(None, labels, None, "default") == {"default": {"labels": labels}}
 
 
 # -- on a real engine --------------------------------------------------------------------------
