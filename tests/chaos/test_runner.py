@@ -537,9 +537,11 @@ def test_the_heap_is_frozen_while_the_load_runs_and_only_then(harness: Harness) 
 
 
 def test_frozen_heap_nests_and_unfreezes_once() -> None:
+    # The count is of frozen objects still alive: it may fall as some are freed, never to 0
+    # while the heap is frozen.
     with frozen_heap():
-        outer = gc.get_freeze_count()
+        assert gc.get_freeze_count() > 0
         with frozen_heap():
-            assert gc.get_freeze_count() == outer > 0
-        assert gc.get_freeze_count() == outer  # the inner one left the outer's freeze alone
+            assert gc.get_freeze_count() > 0
+        assert gc.get_freeze_count() > 0  # the inner one left the outer's freeze alone
     assert gc.get_freeze_count() == 0

@@ -133,7 +133,7 @@ def test_unknown_fault_kind_and_unknown_field(tmp_path: Path) -> None:
     )
     path = tmp_path / "s.yaml"
     assert f"{path}:4: faults[0].kind: unknown kind 'meteor'" in text
-    assert "partition, process, gpu, model, burst" in text
+    assert "partition, process, container, gpu, model, burst" in text
     assert f"{path}:5: faults[1].colour: unknown field" in text
 
 
