@@ -166,8 +166,9 @@ def _validate(files: list[Path]) -> int:
             if _is_stack_file(file):
                 stack = load_stack_file(file).stack
                 links = ", ".join(link.hop for link in stack.links) or "no link"
+                compose = f"; compose file {stack.compose}" if stack.compose else ""
                 lines.append(f"ok  {file}: stack file, services {', '.join(stack.services)}; "
-                             f"entry {stack.entry_service}; {links}")  # fmt: skip
+                             f"entry {stack.entry_service}; {links}{compose}")  # fmt: skip
             else:
                 lines.append(f"ok  {file}: {load_scenario(file).scenario.name}")
         except ScenarioError as exc:
