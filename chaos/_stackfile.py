@@ -282,14 +282,31 @@ def _issues(stack: StackFile, base: Path) -> Iterator[Issue]:
             yield Issue(("links", index, "to"), f"the link {link.hop} is declared twice")
         seen.add(link.hop)
     yield from _cycle(stack)
+    fixed = fixed_values(base)
+    for name, spec in stack.services.items():  # the same folder for processes and containers
+        yield from _model_dir_issues(name, spec, base, fixed)
     if stack.compose is not None:
         yield from _compose_issues(stack, base)
     if not stack.as_processes:
         return
     yield from _issues_of_links(stack)
-    fixed = fixed_values(base)
     for name, spec in stack.services.items():
         yield from _service_issues(stack, name, spec, base, fixed)
+
+
+def _model_dir_issues(
+    name: str, spec: ServiceSpec, base: Path, fixed: Mapping[str, str]
+) -> Iterator[Issue]:
+    if spec.model_dir is None:
+        return
+    try:
+        folder = Path(expand(spec.model_dir, fixed, {}))
+    except ValueError as exc:
+        yield Issue(("services", name, "model_dir"), str(exc))
+        return
+    folder = folder if folder.is_absolute() else base / folder
+    if not folder.is_dir():
+        yield Issue(("services", name, "model_dir"), f"no such directory {folder}")
 
 
 def _issues_of_links(stack: StackFile) -> Iterator[Issue]:
@@ -374,15 +391,6 @@ def _service_issues(
         cwd = spec.cwd if spec.cwd.is_absolute() else base / spec.cwd
         if not cwd.is_dir():
             yield Issue(("services", name, "cwd"), f"no such directory {cwd}")
-    if spec.model_dir is not None:
-        try:
-            folder = Path(expand(spec.model_dir, fixed, {}))
-        except ValueError as exc:
-            yield Issue(("services", name, "model_dir"), str(exc))
-            return
-        folder = folder if folder.is_absolute() else base / folder
-        if not folder.is_dir():
-            yield Issue(("services", name, "model_dir"), f"no such directory {folder}")
 
 
 # -- compose files ---------------------------------------------------------------------------
@@ -459,15 +467,6 @@ def _compose_issues(stack: StackFile, base: Path) -> Iterator[Issue]:
         for key, why in _COMPOSE_REFUSED.items():
             if key in compose[name]:
                 yield Issue(where, f"{path.name} gives {name} a `{key}`: remove it ({why})")
-        if spec.model_dir is not None:
-            try:
-                folder = Path(expand(spec.model_dir, fixed_values(base), {}))
-            except ValueError as exc:
-                yield Issue((*where, "model_dir"), str(exc))
-                continue
-            folder = folder if folder.is_absolute() else base / folder
-            if not folder.is_dir():
-                yield Issue((*where, "model_dir"), f"no such directory {folder}")
     for index, link in enumerate(stack.links):
         source, dest = compose.get(link.from_), stack.services.get(link.to)
         if source is None or dest is None or dest.port is None:

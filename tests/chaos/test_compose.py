@@ -347,3 +347,15 @@ def test_container_faults_need_the_docker_backend(tmp_path: Path) -> None:
         ScenarioError, match="`kind: container` needs the docker backend, not local"
     ):
         load_scenario(path)
+
+
+def test_a_stack_file_for_both_backends_says_each_problem_once(tmp_path: Path) -> None:
+    example = tmp_path / "example"
+    shutil.copytree(Path(__file__).parents[2] / "scenarios" / "examples" / "transformers-serve",
+                    example)  # fmt: skip
+    data = yaml.safe_load((example / "stack.yaml").read_text())
+    data["services"]["model"]["model_dir"] = "nope"
+    (example / "stack.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ScenarioError) as caught:
+        load_stack_file(example / "stack.yaml")
+    assert str(caught.value).count("services.model.model_dir: no such directory") == 1
