@@ -437,8 +437,8 @@ class ComposeTarget(StackTarget):
         def aliases(container: Any) -> list[str]:
             return [(container.labels or {}).get(LABEL_SERVICE, "")]
 
-        if action == "stop":
-            with self._lock:  # the engine's stop is not the service dying: planned
+        if action in ("stop", "restart"):
+            with self._lock:  # an exit the run asked the engine for: planned
                 self._planned.update(keys)
         return container_action(
             [self._containers[k] for k in keys], action, label, networks=networks,
