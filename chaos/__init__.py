@@ -44,6 +44,8 @@ from ._scenario import (
     ProcessFault,
     Replicas,
     Scenario,
+    StreamEffect,
+    StreamFault,
     ToxicFault,
 )
 from ._shapes import Arrivals, Constant, Ramp, Shape, Spike, Step, expected_count, schedule
@@ -51,6 +53,7 @@ from ._stackfile import LoadedStack, StackFile, load_stack_file
 from ._toxiproxy import (
     Proxy,
     Stream,
+    StreamToxicType,
     Toxic,
     ToxicType,
     ToxiproxyClient,
@@ -161,6 +164,9 @@ __all__ = [
     "Status",
     "Step",
     "Stream",
+    "StreamEffect",
+    "StreamFault",
+    "StreamToxicType",
     "Target",
     "Toxic",
     "ToxicFault",

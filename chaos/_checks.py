@@ -37,6 +37,7 @@ from ._scenario import (
     SliProbe,
     SLOMet,
     StatusShare,
+    StreamFault,
     ToxicFault,
     _Fault,
 )
@@ -87,9 +88,13 @@ def stack_issues(scenario: Scenario, replicas: Mapping[Pool, int]) -> list[Issue
     return found
 
 
+_HopFault = ToxicFault | PartitionFault | StreamFault
+"""The faults that act on a hop."""
+
+
 def _service_fields(fault: _Fault) -> Iterator[tuple[str, str]]:
     """Where a fault names a service or a link of a services stack file."""
-    if isinstance(fault, ToxicFault | PartitionFault) and isinstance(fault.hop, Link):
+    if isinstance(fault, _HopFault) and isinstance(fault.hop, Link):
         yield "hop", f"link {fault.hop.key}"
     if isinstance(fault, ProcessFault | ContainerFault | GpuFaultSpec) and isinstance(
         fault.target, ServiceRef
@@ -125,7 +130,7 @@ def services_stack_issues(scenario: Scenario, stack: StackFile) -> list[Issue]:
         found.append(Issue(("backend",), problem))
     for index, fault in enumerate(scenario.faults):
         where = ("faults", index)
-        hop = fault.hop if isinstance(fault, ToxicFault | PartitionFault) else None
+        hop = fault.hop if isinstance(fault, _HopFault) else None
         if isinstance(hop, Link) and stack.link(hop.key) is None:
             links = [link.hop for link in stack.links] or "none"
             message = f"the stack file declares no link {hop.key} (links: {links})"
@@ -196,7 +201,7 @@ def _missing_replicas(spec: Replicas, have: int) -> str | None:
 
 
 def _replica_fields(fault: _Fault) -> Iterator[tuple[tuple[str, ...], Replicas]]:
-    if isinstance(fault, ToxicFault | PartitionFault) and isinstance(fault.hop, Replicas):
+    if isinstance(fault, _HopFault) and isinstance(fault.hop, Replicas):
         yield ("hop",), fault.hop
     if isinstance(fault, ProcessFault | ContainerFault | GpuFaultSpec | ModelFault) and isinstance(
         fault.target, Replicas
@@ -362,13 +367,15 @@ def _overlap_issues(scenario: Scenario) -> Iterator[Issue]:
 
 def _span(scenario: Scenario, index: int, fault: _Fault) -> _Span | None:
     end = fault.end if fault.end is not None else scenario.load.duration
-    if isinstance(fault, ToxicFault | PartitionFault):
+    if isinstance(fault, _HopFault):
         touches = _hop_set(fault.hop)
-        resource = (
-            "partition"
-            if isinstance(fault, PartitionFault)
-            else f"toxic:{fault.toxic.value}:{fault.stream.value}"
-        )
+        if isinstance(fault, PartitionFault):
+            resource = "partition"
+        elif isinstance(fault, StreamFault):
+            resource = f"stream:{fault.effect.value}"
+        else:
+            resource = f"toxic:{fault.toxic.value}:{fault.stream.value}"
+
         return _Span(index, resource, touches, fault.at, end)
     if isinstance(fault, ModelFault):
         models = {fault.model or f"service {fault.service}",
@@ -391,8 +398,8 @@ def _hop_set(hop: Replicas | Link | str) -> frozenset[tuple[str, int | None]]:
 def _describe(fault: _Fault) -> str:
     if isinstance(fault, ModelFault):
         return fault.model or f"the model of service {fault.service}"
-    if isinstance(fault, ToxicFault | PartitionFault) and isinstance(fault.hop, Replicas):
+    if isinstance(fault, _HopFault) and isinstance(fault.hop, Replicas):
         return fault.hop.describe()
-    if isinstance(fault, ToxicFault | PartitionFault) and isinstance(fault.hop, Link):
+    if isinstance(fault, _HopFault) and isinstance(fault.hop, Link):
         return fault.hop.key
     return "client"

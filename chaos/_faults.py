@@ -23,9 +23,11 @@ from ._scenario import (
     ProcessFault,
     Replicas,
     ServiceRef,
+    StreamEffect,
+    StreamFault,
     ToxicFault,
 )
-from ._toxiproxy import Toxic
+from ._toxiproxy import STREAM_TOXICS_MARK, Stream, StreamToxicType, Toxic, ToxicType
 from .backends import ReplicaRef, Target
 from .backends._stack import StackTarget, service_model_path
 from .injectors import (
@@ -72,6 +74,56 @@ def _hop_proxies(target: Target, hop: str | Replicas | Link, rng: random.Random)
         raise ApplyError(f"this target has no proxy for hop {exc}") from exc
 
 
+_STREAM_TYPES = {
+    StreamEffect.CUT: StreamToxicType.STREAM_CUT,
+    StreamEffect.STALL: StreamToxicType.STREAM_STALL,
+    StreamEffect.SLOW: StreamToxicType.STREAM_SLOW,
+    StreamEffect.CORRUPT: StreamToxicType.STREAM_CORRUPT,
+    StreamEffect.DROP_DONE: StreamToxicType.STREAM_DROP_DONE,
+    StreamEffect.STATUS: StreamToxicType.HTTP_STATUS,
+}
+
+
+def stream_toxics(name: str, spec: StreamFault, rng: random.Random) -> list[Toxic]:
+    """The toxics of a stream fault on one proxy, in the order they are added. The share is
+    drawn by the toxic from a seed taken from the scenario's, so a rerun picks alike. A cut
+    with ``reset`` has a stock reset_peer toxic with toxicity 0 added first: it never runs, but
+    its presence makes Toxiproxy set SO_LINGER 0 on the connections it accepts from then on,
+    so that closing one sends a reset."""
+    attributes: dict[str, int | float | str | None] = {
+        "share": spec.share, "seed": rng.randrange(1, 2**62),
+    }  # fmt: skip
+    if spec.effect in (StreamEffect.CUT, StreamEffect.STALL):
+        attributes["after"] = spec.after
+    if spec.effect in (StreamEffect.STALL, StreamEffect.SLOW):
+        attributes["delay"] = spec.delay_ms
+    if spec.effect is StreamEffect.CORRUPT:
+        attributes["event"], attributes["mode"] = spec.event, spec.corrupt
+    if spec.effect is StreamEffect.STATUS:
+        attributes["status"] = spec.status
+        if spec.retry_after is not None:
+            attributes["retry_after"] = spec.retry_after
+    toxics = [Toxic(name=name, type=_STREAM_TYPES[spec.effect], attributes=attributes)]
+    if spec.reset:
+        linger = Toxic(name=f"{name}-rst", type=ToxicType.RESET_PEER, stream=Stream.DOWNSTREAM,
+                       toxicity=0.0, attributes={"timeout": 0})  # fmt: skip
+        toxics.insert(0, linger)
+    return toxics
+
+
+def stream_support(target: Target) -> str | None:
+    """Why this target's Toxiproxy cannot make stream faults (None: it can)."""
+    if target.toxiproxy is None:
+        return "this target has no Toxiproxy"
+    version = target.toxiproxy.version()
+    if STREAM_TOXICS_MARK in version:
+        return None
+    return (
+        f"stream faults need the project's Toxiproxy build (toxiproxy/, built by ./dev setup "
+        f"with Go); the server at {target.toxiproxy.url} is version {version!r}, without them"
+    )
+
+
 def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Random) -> Injector:
     """The injector for one fault entry (not yet applied)."""
     if isinstance(spec, PartitionFault) and spec.method is PartitionMethod.NETWORK:
@@ -80,17 +132,19 @@ def build_injector(name: str, spec: FaultSpec, target: Target, rng: random.Rando
         return target.network_partition(
             [ReplicaRef(pool, i) for i in choose(target, spec.hop, rng)]
         )
-    if isinstance(spec, ToxicFault | PartitionFault):
+    if isinstance(spec, ToxicFault | PartitionFault | StreamFault):
         if target.toxiproxy is None:
             raise ApplyError(f"{name}: this target has no Toxiproxy")
         client = target.toxiproxy
         proxies = _hop_proxies(target, spec.hop, rng)
         parts: list[Injector] = []
         for proxy in proxies:
-            if isinstance(spec, ToxicFault):
+            if isinstance(spec, StreamFault):
+                parts += [ToxicInjector(client, proxy, t) for t in stream_toxics(name, spec, rng)]
+            elif isinstance(spec, ToxicFault):
                 toxic = Toxic(
                     name=name, type=spec.toxic, stream=spec.stream, toxicity=spec.toxicity,
-                    attributes=spec.attributes,
+                    attributes=dict(spec.attributes),
                 )  # fmt: skip
                 parts.append(ToxicInjector(client, proxy, toxic))
             else:

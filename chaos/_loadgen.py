@@ -346,7 +346,14 @@ class LoadGenerator:
                 return
             stream = StreamReader(spec.api, record, now)
             async for raw in response.content:
-                stream.line(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                try:
+                    # Strict: a line is whole, so a character is never split across two, and
+                    # a byte that is not UTF-8 is a damaged answer, not one to repair.
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    record.error = record.error or "stream"
+                    continue
+                stream.line(line.rstrip("\r\n"))
             stream.close()
             self._degraded(record, response)
 

@@ -12,7 +12,8 @@ OpenAI streams are ``data: {chunk}`` lines ending with ``data: [DONE]``; with
 OpenAI), or the chunk with the ``finish_reason`` carries it (``transformers serve``). The output
 token count is ``usage.completion_tokens`` where the server gives it, else the number of chunks
 that carried text. A ``{"error": …}`` object, as an answer or as a chunk, makes the request an
-error, as does a stream that ends before its end: ``[DONE]``, or a chunk with a
+error, as does a line that is not UTF-8 or a native token whose data is not JSON, and a stream
+that ends before its end: ``[DONE]``, or a chunk with a
 ``finish_reason`` (``transformers serve`` sends no ``[DONE]``; a stream cut short has neither).
 """
 
@@ -166,6 +167,8 @@ class StreamReader:
         if self.api.openai:
             self._openai(payload)
         elif self.event == "token":
+            if parse_json(payload.encode()) is None:  # a token's data is a JSON object
+                self.record.error = "stream"
             self._token()
         elif self.event == "done":
             read_answer(self.api, self.record, parse_json(payload.encode()))

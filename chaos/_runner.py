@@ -43,7 +43,7 @@ from ._expect import (
     time_to_detect,
     time_to_recover,
 )
-from ._faults import build_injector
+from ._faults import build_injector, stream_support
 from ._journal import PAGE
 from ._loadgen import (
     GeneratorHealth,
@@ -88,7 +88,7 @@ from ._verdict import (
 from ._version import __version__
 from ._wait import wait_until
 from .backends import LocalTarget, ServicesTarget, Target, UrlTarget, repair
-from .injectors import Injector
+from .injectors import Acted, Injector
 
 _TICK = 0.25  # how often abort conditions and the gateway's events are looked at
 
@@ -178,6 +178,7 @@ class _State:
     windows: dict[str, Window] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)  # when each fault's apply() began
     provoked: dict[str, frozenset[str]] = field(default_factory=dict)  # events it causes itself
+    acted: dict[str, Acted] = field(default_factory=dict)  # what faults that count did
     applied: list[_Applied] = field(default_factory=list)
     probes: dict[str, list[ProbeResult]] = field(default_factory=dict)
     probe_streak: Counter[str] = field(default_factory=Counter)
@@ -315,6 +316,8 @@ class Runner:
                     f"{type(target).__name__} does not carry out {sorted(asked - target.honours)} "
                     f"faults (it honours {sorted(target.honours)})"
                 )
+            if "stream" in asked and (problem := stream_support(target)) is not None:
+                raise HarnessError(problem)
             self._experiment(target)
         except InjectionError as exc:
             self.state.errors.append(str(exc))
@@ -522,7 +525,13 @@ class Runner:
             if entry.timed:
                 entry.window = Window(entry.window.applied, self.now())
                 self.state.windows[name] = entry.window
-            self.emit(EventType.FAULT_REVERTED, fault=name)
+            acted = entry.injector.acted
+            if acted is not None:
+                self.state.acted[name] = acted
+                self.emit(EventType.FAULT_REVERTED, fault=name, seen=acted.seen,
+                          affected=acted.affected)  # fmt: skip
+            else:
+                self.emit(EventType.FAULT_REVERTED, fault=name)
 
     def _revert_all(self) -> None:
         for entry in reversed(list(self.state.applied)):
@@ -839,6 +848,8 @@ class Runner:
                 first_failure_s=None if started is None or applied is None else first_failure(
                     records, started
                 ),
+                seen=None if name not in st.acted else st.acted[name].seen,
+                affected=None if name not in st.acted else st.acted[name].affected,
             ))  # fmt: skip
         errors = list(st.errors)
         if st.ran_load and st.abort is None and not errors:
@@ -847,6 +858,12 @@ class Runner:
             errors += [
                 f"fault {f.name} (planned at {f.at:g}s) never applied" for f in faults
                 if f.applied is None
+            ]  # fmt: skip
+            # Applied and in place, yet it picked no answer of the ones that went through it
+            # (or none went through): the fault was not tested either.
+            errors += [
+                f"fault {f.name} applied but acted on none of the {f.seen} answers that "
+                "went through it" for f in faults if f.affected == 0
             ]  # fmt: skip
         ends = [w.end for w in st.windows.values() if w.end is not None]
         # One figure: measured as the recovery expectation measures it (its window, where the

@@ -766,6 +766,81 @@ class BurstFault(_Fault):
     """how long the burst sends."""
 
 
+class StreamEffect(StrEnum):
+    CUT = "cut"  # the response ends after `after` events (FIN, or RST with `reset`)
+    STALL = "stall"  # `delay_ms` of silence after `after` events
+    SLOW = "slow"  # `delay_ms` after every event
+    CORRUPT = "corrupt"  # event `event`'s data damaged, same length
+    DROP_DONE = "drop_done"  # the final event (`[DONE]`, native `done`) removed
+    STATUS = "status"  # the answer replaced by `status` (with `Retry-After`), connection closed
+
+
+_STREAM_FIELDS: dict[StreamEffect, tuple[set[str], set[str]]] = {
+    # effect: (required, allowed besides them)
+    StreamEffect.CUT: ({"after"}, {"reset"}),
+    StreamEffect.STALL: ({"after", "delay_ms"}, set()),
+    StreamEffect.SLOW: ({"delay_ms"}, set()),
+    StreamEffect.CORRUPT: ({"event"}, {"corrupt"}),
+    StreamEffect.DROP_DONE: (set(), set()),
+    StreamEffect.STATUS: ({"status"}, {"retry_after"}),
+}
+
+
+class StreamFault(_Fault):
+    """A fault inside the HTTP answers on a hop, made by ichaos's toxics in the project's
+    Toxiproxy build: a token stream cut, stalled, slowed or corrupted, its final event dropped,
+    or the answer replaced by an error status. Each answer is picked with probability
+    ``share``, so a share of *requests* is hit even on kept-alive connections."""
+
+    kind: Literal["stream"]
+    """`stream`: a fault inside the answers on a hop."""
+    hop: Hop
+    """`client`, replicas of a pool (their gateway→worker links), or a link of a services
+    stack file (`router->model`)."""
+    effect: StreamEffect
+    """`cut`, `stall`, `slow`, `corrupt`, `drop_done` or `status`. Stream effects act on
+    event-stream and NDJSON answers only; `status` on every answer."""
+    share: Number = Field(default=1.0, gt=0, le=1)
+    """the share of answers (requests) it hits, drawn per answer from the scenario seed."""
+    after: Annotated[int, Strict(), Field(ge=0, le=1_000_000)] | None = None
+    """`cut`: events sent before the end (0: right after the head); `stall`: events sent
+    before the silence (1 or more)."""
+    reset: bool = False
+    """`cut`: end with a TCP reset instead of a clean close (connections opened after the
+    fault applied; one already open closes cleanly)."""
+    delay_ms: Annotated[int, Strict(), Field(ge=1, le=MAX_FAULT_MS)] | None = None
+    """`stall`: the silence; `slow`: the pause after every event (ms)."""
+    event: Annotated[int, Strict(), Field(ge=1, le=1_000_000)] | None = None
+    """`corrupt`: the event damaged (1 is the first)."""
+    corrupt: Literal["json", "utf8"] = "json"
+    """`corrupt`: its data's first byte becomes `}` (malformed JSON) or 0xFF (invalid UTF-8)."""
+    status: Annotated[int, Strict(), Field(ge=400, le=599)] | None = None
+    """`status`: the status answered instead, e.g. 429, 503 or 500."""
+    retry_after: Annotated[int, Strict(), Field(ge=0, le=86_400)] | None = None
+    """`status`: a `Retry-After` header, in seconds."""
+
+    @model_validator(mode="after")
+    def _fields_of_effect(self) -> StreamFault:
+        required, optional = _STREAM_FIELDS[self.effect]
+        given = {f for f in ("after", "delay_ms", "event", "status", "retry_after")
+                 if getattr(self, f) is not None}  # fmt: skip
+        given |= {f for f in ("reset",) if getattr(self, f)}
+        given |= {"corrupt"} if "corrupt" in self.model_fields_set else set()
+        missing, extra = sorted(required - given), sorted(given - required - optional)
+        if missing:
+            raise ValueError(f"a stream {self.effect.value} needs {', '.join(missing)}")
+        if extra:
+            takes = ", ".join(sorted(required | optional)) or "nothing more"
+            raise ValueError(
+                f"a stream {self.effect.value} takes no {', '.join(extra)} (it takes {takes})"
+            )
+        if self.effect is StreamEffect.STALL and self.after == 0:
+            raise ValueError(
+                "a stall after 0 events is a delay before the answer: use a latency toxic"
+            )
+        return self
+
+
 FaultSpec = Annotated[
     ToxicFault
     | PartitionFault
@@ -773,7 +848,8 @@ FaultSpec = Annotated[
     | ContainerFault
     | GpuFaultSpec
     | ModelFault
-    | BurstFault,
+    | BurstFault
+    | StreamFault,
     Field(discriminator="kind"),
 ]
 

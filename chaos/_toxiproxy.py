@@ -50,14 +50,32 @@ class ToxicType(StrEnum):
     LIMIT_DATA = "limit_data"
 
 
+class StreamToxicType(StrEnum):
+    """ichaos's own toxics, registered in the project's build of the server (toxiproxy/)."""
+
+    STREAM_CUT = "stream_cut"
+    STREAM_STALL = "stream_stall"
+    STREAM_SLOW = "stream_slow"
+    STREAM_CORRUPT = "stream_corrupt"
+    STREAM_DROP_DONE = "stream_drop_done"
+    HTTP_STATUS = "http_status"
+
+
+STREAM_TOXICS_MARK = "+ichaos-stream."
+"""In the server's /version when it is the project's build, with the stream toxics."""
+
+ToxicAttribute = int | float | str | None
+"""Stock toxics take whole numbers; the stream toxics also a share, a mode and a null."""
+
+
 class Toxic(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    type: ToxicType
+    type: ToxicType | StreamToxicType
     stream: Stream = Stream.DOWNSTREAM
     toxicity: float = Field(default=1.0, ge=0, le=1)
-    attributes: dict[str, int] = Field(default_factory=dict)
+    attributes: dict[str, ToxicAttribute] = Field(default_factory=dict)
 
 
 class Proxy(BaseModel):
@@ -102,11 +120,20 @@ class ToxiproxyClient:
         return response.json() if response.content else None
 
     def version(self) -> str:
+        """The server's version: plain text from older servers, ``{"version": …}`` from 2.6 on."""
         try:
             response = self._http.get("/version")
         except httpx.HTTPError as exc:
             raise ToxiproxyUnavailable(f"toxiproxy at {self.url}: {exc}") from exc
-        return response.text.strip()
+        text = response.text.strip()
+        try:
+            data = response.json()
+        except ValueError:
+            return text
+        return str(data.get("version", text)) if isinstance(data, dict) else text
+
+    def has_stream_toxics(self) -> bool:
+        return STREAM_TOXICS_MARK in self.version()
 
     def proxies(self) -> dict[str, Proxy]:
         raw = self._call("list proxies", "GET", "/proxies")
@@ -146,7 +173,7 @@ class ToxiproxyClient:
         proxy: str,
         name: str,
         *,
-        attributes: dict[str, int] | None = None,
+        attributes: dict[str, ToxicAttribute] | None = None,
         toxicity: float | None = None,
     ) -> Toxic:
         body: dict[str, Any] = {}

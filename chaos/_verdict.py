@@ -190,6 +190,10 @@ class FaultResult(_Model):
     reverted: float | None
     time_to_detect_s: float | None
     first_failure_s: float | None
+    seen: int | None = None
+    """Faults that pick answers (`kind: stream`): the answers that went through them."""
+    affected: int | None = None
+    """… and the ones they acted on (0 is an error: the fault was never tested)."""
 
 
 class MetricSummary(_Model):

@@ -35,7 +35,7 @@ from target_service import (
 from ._lease import _Lease, state_dir, toxiproxy_url
 
 _NOWHERE = "127.0.0.1:1"  # a proxy's upstream before its service's port is known: refused
-REFERENCE_FAULTS = frozenset({"toxic", "partition", "process", "gpu", "model", "burst"})
+REFERENCE_FAULTS = frozenset({"toxic", "partition", "stream", "process", "gpu", "model", "burst"})
 """What the reference stack honours, as processes or in containers (which add `container`)."""
 
 

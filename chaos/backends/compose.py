@@ -134,7 +134,7 @@ def _bind_sources(service: dict[str, Any], base: Path) -> list[Path]:
 class ComposeTarget(StackTarget):
     """A stack file's compose file as containers behind a Toxiproxy container."""
 
-    honours = frozenset({"toxic", "partition", "process", "container", "model", "burst"})
+    honours = frozenset({"toxic", "partition", "stream", "process", "container", "model", "burst"})
 
     def __init__(self, stack: LoadedStack, run_dir: Path, *, log: Path | None = None) -> None:
         super().__init__(stack, run_dir)

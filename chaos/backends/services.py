@@ -94,7 +94,7 @@ class _Service:
 class ServicesTarget(StackTarget):
     """A services stack file's services as processes on loopback behind Toxiproxy."""
 
-    honours = frozenset({"toxic", "partition", "process", "gpu", "model", "burst"})
+    honours = frozenset({"toxic", "partition", "stream", "process", "gpu", "model", "burst"})
 
     def __init__(self, stack: LoadedStack, run_dir: Path, *, log: Path | None = None) -> None:
         super().__init__(stack, run_dir)

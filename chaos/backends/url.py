@@ -25,7 +25,7 @@ from ._target import Target
 class UrlTarget(Target):
     """A service that is already running: a client-hop proxy in front of it, nothing else."""
 
-    honours = frozenset({"toxic", "partition", "burst"})
+    honours = frozenset({"toxic", "partition", "stream", "burst"})
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """Fault injectors: one interface, ``apply()`` and ``revert()``, both idempotent; one module per
 family of faults (a hop, a process, a GPU hook, a model file, a container)."""
 
-from ._base import Injector
+from ._base import Acted, Injector
 from .containers import (
     ContainerInjector,
     ContainerRestartInjector,
@@ -22,6 +22,7 @@ from .process import (
 )
 
 __all__ = [
+    "Acted",
     "ContainerInjector",
     "ContainerRestartInjector",
     "ContainerStopInjector",

@@ -9,11 +9,24 @@ loud by design, and the run that hits it fails.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from chaos._errors import (
     ApplyError,
     RevertError,
 )
+
+
+@dataclass(frozen=True)
+class Acted:
+    """What a fault that picks its victims did, as it counted them: ``seen`` candidates (answers
+    that went through it) and ``affected`` (the ones it acted on)."""
+
+    seen: int
+    affected: int
+
+    def __add__(self, other: Acted) -> Acted:
+        return Acted(self.seen + other.seen, self.affected + other.affected)
 
 
 class Injector(ABC):
@@ -27,6 +40,11 @@ class Injector(ABC):
         """Service event kinds this fault's own action causes, which are not the service
         detecting it (none by default)."""
         return frozenset()
+
+    @property
+    def acted(self) -> Acted | None:
+        """What it did, counted by the fault itself, once reverted (None: it does not count)."""
+        return None
 
     @property
     @abstractmethod

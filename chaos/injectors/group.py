@@ -8,7 +8,7 @@ from chaos._errors import (
     RevertError,
 )
 
-from ._base import Injector
+from ._base import Acted, Injector
 
 
 class InjectorGroup(Injector):
@@ -25,6 +25,11 @@ class InjectorGroup(Injector):
     @property
     def provokes(self) -> frozenset[str]:
         return frozenset().union(*(part.provokes for part in self.parts))
+
+    @property
+    def acted(self) -> Acted | None:
+        counts = [part.acted for part in self.parts if part.acted is not None]
+        return sum(counts[1:], counts[0]) if counts else None
 
     def _apply(self) -> None:
         done: list[Injector] = []

@@ -15,7 +15,7 @@ from chaos._toxiproxy import (
     ToxiproxyError,
 )
 
-from ._base import Injector
+from ._base import Acted, Injector
 
 
 class ToxicInjector(Injector):
@@ -24,6 +24,13 @@ class ToxicInjector(Injector):
     def __init__(self, client: ToxiproxyClient, proxy: str, toxic: Toxic) -> None:
         super().__init__()
         self.client, self.proxy, self.toxic = client, proxy, toxic
+        self._acted: Acted | None = None
+
+    @property
+    def acted(self) -> Acted | None:
+        """The stream toxics count the answers they saw and the ones they acted on; read from
+        the server just before the toxic is removed."""
+        return self._acted
 
     @property
     def description(self) -> str:
@@ -40,6 +47,10 @@ class ToxicInjector(Injector):
             raise ApplyError(f"{self.description}: read back from Toxiproxy, {problem}")
 
     def _revert(self) -> None:
+        with contextlib.suppress(ToxiproxyError):  # the counts are evidence, not the revert
+            for toxic in self.client.toxics(self.proxy):
+                if toxic.name == self.toxic.name:
+                    self._acted = _counts(toxic)
         try:
             self.client.remove_toxic(self.proxy, self.toxic.name)
         except ToxiproxyError as exc:
@@ -47,6 +58,13 @@ class ToxicInjector(Injector):
                 raise
         if any(t.name == self.toxic.name for t in self.client.toxics(self.proxy)):
             raise RevertError(f"{self.description}: still on the proxy after its removal")
+
+
+def _counts(toxic: Toxic) -> Acted | None:
+    seen, affected = toxic.attributes.get("seen"), toxic.attributes.get("affected")
+    if isinstance(seen, int) and isinstance(affected, int):
+        return Acted(seen, affected)
+    return None
 
 
 def _toxic_differs(wanted: Toxic, found: Toxic) -> str | None:
