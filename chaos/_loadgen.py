@@ -101,6 +101,7 @@ class LoadRecord:
             latency_s=self.latency_s,
             ttft_s=self.ttft_s,
             tpot_s=self.tpot_s,
+            itl_s=max(self.gaps) if self.gaps else None,
             degraded=self.degraded,
             error=self.error,
         )

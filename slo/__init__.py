@@ -16,6 +16,7 @@ from ._extrapolate import BreachCost, Extrapolation
 from ._issues import Issue
 from ._models import (
     DEFAULT_BAD,
+    ITLSLI,
     SLI,
     SLO,
     TTFTSLI,
@@ -50,6 +51,7 @@ from ._rules import DEFAULT_RULES, BurnRateRule, Severity, default_rules
 __all__ = [
     "DEFAULT_BAD",
     "DEFAULT_RULES",
+    "ITLSLI",
     "OPENSLO_UNSUPPORTED",
     "SLI",
     "SLO",

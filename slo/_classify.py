@@ -14,6 +14,7 @@ from operator import is_
 from typing import Any
 
 from ._models import (
+    ITLSLI,
     SLI,
     TTFTSLI,
     AvailabilitySLI,
@@ -64,6 +65,8 @@ def classify(sli: SLI, records: RecordSet) -> Classification:
         result = _threshold(records.latencies, sli.threshold, sli.op, sli.failures, records)
     elif isinstance(sli, TTFTSLI):
         result = _threshold(records.ttfts, sli.threshold, sli.op, sli.failures, records)
+    elif isinstance(sli, ITLSLI):
+        result = _threshold(records.itls, sli.threshold, sli.op, sli.failures, records)
     elif isinstance(sli, GoodputSLI):
         result = _goodput(sli, records)
     else:

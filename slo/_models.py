@@ -27,6 +27,7 @@ class SLIKind(StrEnum):
     AVAILABILITY = "availability"
     LATENCY = "latency"
     TTFT = "ttft"
+    ITL = "itl"
     DEGRADED = "degraded"
     GOODPUT = "goodput"
 
@@ -167,6 +168,23 @@ class TTFTSLI(Model):
     """what requests that did not succeed are: `exclude` (not events) or `bad`."""
 
 
+class ITLSLI(Model):
+    """Good: succeeded and ``itl_s`` (the longest silence between two of its streamed tokens)
+    op ``threshold``. A stream that stalls once is bad however fast its other tokens came:
+    the user watched it stop. Successful records with fewer than two streamed tokens are not
+    events; failed ones follow ``failures``."""
+
+    kind: Literal[SLIKind.ITL] = SLIKind.ITL
+    """`itl`: good when it succeeded and no gap between its streamed tokens exceeded
+    `threshold`."""
+    threshold: Duration
+    """the bound on the longest gap between two streamed tokens, e.g. `500ms`."""
+    op: Op = Op.LTE
+    """`lte` (at most the threshold) or `lt` (below it)."""
+    failures: FailurePolicy = FailurePolicy.EXCLUDE
+    """what requests that did not succeed are: `exclude` (not events) or `bad`."""
+
+
 class DegradedSLI(Model):
     """Good: succeeded and not served by a fallback. "At most 2% degraded" is a target of
     0.98 on this SLI. Failed requests follow ``failures``."""
@@ -201,7 +219,8 @@ class GoodputSLI(Model):
 
 
 SLI = Annotated[
-    AvailabilitySLI | LatencySLI | TTFTSLI | DegradedSLI | GoodputSLI, Field(discriminator="kind")
+    AvailabilitySLI | LatencySLI | TTFTSLI | ITLSLI | DegradedSLI | GoodputSLI,
+    Field(discriminator="kind"),
 ]
 
 

@@ -211,9 +211,9 @@ class OpenSLODocument(Model):
         injected: dict[str, Loc] = {}
         if objective.op is not None or objective.value is not None:
             kind = data.get("kind")
-            if kind not in (SLIKind.LATENCY, SLIKind.TTFT):
+            if kind not in (SLIKind.LATENCY, SLIKind.TTFT, SLIKind.ITL):
                 raise DocumentInvalid(
-                    [Issue((*at, "op"), "op and value apply to latency and ttft SLIs only")]
+                    [Issue((*at, "op"), "op and value apply to latency, ttft and itl SLIs only")]
                 )
             if objective.op is None or objective.value is None:
                 missing = "op" if objective.op is None else "value"

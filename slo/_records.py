@@ -30,6 +30,7 @@ class RequestRecord:
     came back. ``latency_s`` / ``ttft_s``: seconds to the last byte / the first streamed token,
     ``None`` when not measured (``ttft_s`` is ``None`` for requests that were not streamed).
     ``tpot_s``: seconds per output token after the first, ``None`` with fewer than two.
+    ``itl_s``: the longest gap between two streamed tokens, ``None`` with fewer than two.
     ``degraded``: served by a fallback. ``error``: the client-side failure class (``timeout``,
     ``connect``, ``reset``, ``stream``...) when no complete response was received; leave it
     ``None`` for HTTP error responses, whose ``status`` already says what happened.
@@ -41,6 +42,7 @@ class RequestRecord:
     latency_s: float | None = None
     ttft_s: float | None = None
     tpot_s: float | None = None
+    itl_s: float | None = None
     degraded: bool = False
     error: str | None = None
 
@@ -157,6 +159,10 @@ class RecordSet(Sequence[RequestRecord]):
     @cached_property
     def tpots(self) -> Measure:
         return _measure(self._records, "tpot_s")
+
+    @cached_property
+    def itls(self) -> Measure:
+        return _measure(self._records, "itl_s")
 
     @cached_property
     def degraded_positions(self) -> list[int]:

@@ -209,6 +209,7 @@ def test_streaming_records_time_to_first_token_and_gaps(target: tuple[str, Targe
         assert last_token - record.sent >= 0.04
         assert record.end is not None and last_token <= record.end + 1e-6
         assert record.to_slo().ttft_s == record.ttft_s
+        assert record.to_slo().itl_s == max(record.gaps)
 
 
 def test_failures_are_classified(target: tuple[str, Target]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from slo import (
+    ITLSLI,
     SLO,
     TTFTSLI,
     AvailabilitySLI,
@@ -141,6 +142,32 @@ def test_ttft(failures: FailurePolicy, verdicts: list[Verdict], sli: float) -> N
     result = evaluate(slo_for(TTFTSLI(threshold=0.3, failures=failures)), TTFT)
     assert result.verdicts() == verdicts
     assert result.sli == sli
+
+
+# ---- inter-token latency -----------------------------------------------------------------
+
+ITL = [
+    RequestRecord(0, status=200, latency_s=2.0, ttft_s=0.2, itl_s=0.05),
+    RequestRecord(1, status=200, latency_s=2.0, ttft_s=0.2),  # one token: no gap
+    RequestRecord(2, status=200, latency_s=2.0, ttft_s=0.1, itl_s=0.5),  # stalled at the bound
+    RequestRecord(3, status=200, latency_s=3.0, ttft_s=0.1, itl_s=1.5),  # stalled
+    RequestRecord(4, status=200, error="reset", ttft_s=0.1, itl_s=0.01),  # cut short
+]
+
+
+@pytest.mark.parametrize(
+    ("failures", "op", "verdicts"),
+    [
+        (FailurePolicy.EXCLUDE, Op.LTE, [G, X, G, B, X]),
+        (FailurePolicy.EXCLUDE, Op.LT, [G, X, B, B, X]),
+        (FailurePolicy.BAD, Op.LTE, [G, X, G, B, B]),
+    ],
+)
+def test_itl_judges_the_longest_gap(
+    failures: FailurePolicy, op: Op, verdicts: list[Verdict]
+) -> None:
+    result = evaluate(slo_for(ITLSLI(threshold=0.5, op=op, failures=failures)), ITL)
+    assert result.verdicts() == verdicts
 
 
 # ---- degraded share -----------------------------------------------------------------------

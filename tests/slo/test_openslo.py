@@ -110,7 +110,7 @@ def test_availability_without_op_and_value() -> None:
 def test_op_and_value_only_for_threshold_slis() -> None:
     text = BASE.replace("kind: latency", "kind: degraded")
     assert problems(text) == [
-        (26, "spec.objectives[0].op", "op and value apply to latency and ttft SLIs only")
+        (26, "spec.objectives[0].op", "op and value apply to latency, ttft and itl SLIs only")
     ]
 
 

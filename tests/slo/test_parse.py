@@ -159,7 +159,7 @@ def test_missing_field_points_at_its_parent() -> None:
 def test_unknown_discriminator_lists_the_choices() -> None:
     found = problems("name: a\nsli:\n  kind: speed\ntarget: 0.9\nperiod: 1d\n")
     assert found[0][:2] == (3, "sli.kind")
-    assert "expected one of: availability, latency, ttft, degraded" in found[0][2]
+    assert "expected one of: availability, latency, ttft, itl, degraded" in found[0][2]
 
 
 def test_missing_discriminator() -> None:
