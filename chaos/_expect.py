@@ -275,12 +275,17 @@ def _requests(n: int) -> Evidence:
 
 def _slo_met(spec: SLOMet, facts: Facts) -> Outcome:
     ev = facts.evaluations[spec.slo]
-    judge = _Judge(spec, f"SLO {spec.slo} met (SLI ≥ {ev.slo.target:g})", ev.slo.target)
+    text = (
+        f"SLO {spec.slo} met (SLI ≥ {ev.slo.target:g})"
+        if spec.met
+        else f"SLO {spec.slo} missed (SLI < {ev.slo.target:g})"
+    )
+    judge = _Judge(spec, text, ev.slo.target)
     evidence = Evidence(count=ev.total, unit="events")
     if ev.sli is None:
         return judge.no_data(evidence, f"no events of this SLI ({ev.excluded} requests excluded)")
     consumed = run_consumed(ev) or 0.0
-    return judge.of(ev.sli >= ev.slo.target, ev.sli, evidence,
+    return judge.of((ev.sli >= ev.slo.target) == spec.met, ev.sli, evidence,
                     f"{consumed:.1%} of the run's budget consumed")  # fmt: skip
 
 

@@ -56,7 +56,10 @@ class Progress:
         elif kind is EventType.FAULT_APPLIED:
             self._line(f"{_t(event)} ⚡ {data['fault']}: {data['description']}")
         elif kind is EventType.FAULT_REVERTED:
-            self._line(f"{_t(event)} ↺ {data['fault']} reverted")
+            acted = ""
+            if data.get("affected") is not None:
+                acted = f" (acted on {data['affected']} of {data['seen']} answers)"
+            self._line(f"{_t(event)} ↺ {data['fault']} reverted{acted}")
         elif kind is EventType.FAULT_FAILED:
             self._line(f"{_t(event)} ✗ {data['fault']}: {data['stage']} failed: {data['error']}")
         elif kind is EventType.SERVICE_EVENT:

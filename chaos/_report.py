@@ -117,6 +117,7 @@ def load_run(run_dir: Path) -> RunData:
             fault = data.faults[str(event["fault"])]
             if fault.get("planned_end") is not None or fault.get("kind") == "burst":
                 fault["reverted"] = event.get("t")
+            fault["seen"], fault["affected"] = event.get("seen"), event.get("affected")
         elif kind == "service_event":
             data.service_events.append(dict(event.get("event") or {}))
         elif kind == "metrics" and event.get("t") is not None:
@@ -536,23 +537,31 @@ def _faults_table(data: RunData) -> str:
             [escape(f.name), escape(f.kind), escape(str(described.get(f.name, ""))),
              _seconds(f.at), _seconds(f.applied), _seconds(f.reverted),
              _seconds(f.time_to_detect_s), _seconds(f.time_to_alert_s),
-             _seconds(f.first_failure_s)]
+             _seconds(f.first_failure_s), _acted(f.affected, f.seen)]
             for f in data.verdict.faults
         ]  # fmt: skip
     else:
         rows = [
             [escape(n), escape(str(f.get("kind"))), escape(str(described.get(n, ""))),
              _seconds(f.get("planned_at")), _seconds(f.get("applied")),
-             _seconds(f.get("reverted")), "—", "—", "—"]
+             _seconds(f.get("reverted")), "—", "—", "—",
+             _acted(f.get("affected"), f.get("seen"))]
             for n, f in data.faults.items()
         ]  # fmt: skip
     if not rows:
         return '<p class="muted">No fault in this scenario.</p>'
     return _table(
         ["fault", "kind", "what", "planned", "applied", "reverted", "detected after",
-         "alert after", "first failure after"],
+         "alert after", "first failure after", "acted on"],
         rows, {3, 4, 5, 6, 7, 8},
     )  # fmt: skip
+
+
+def _acted(affected: object, seen: object) -> str:
+    """A fault that picks answers: how many it acted on, of those that went through it."""
+    if isinstance(affected, int) and isinstance(seen, int):
+        return f"{affected} of {seen} answers"
+    return "—"
 
 
 def _events_table(data: RunData) -> str:

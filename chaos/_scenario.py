@@ -1178,6 +1178,9 @@ class SLOMet(_Expectation):
     """`slo_met`: an SLO's SLI reached its target over the run."""
     slo: str
     """the SLO judged."""
+    met: bool = True
+    """`false`: the SLO must be *missed*, for a fault whose harm the SLO has to show (a stall
+    that an inter-token SLO must see)."""
 
 
 class BudgetCeiling(_Expectation):

@@ -118,6 +118,9 @@ def test_slo_met_and_budget_ceiling() -> None:
     assert check(BudgetCeiling(kind="budget", slo="avail", max_consumed=0.5), ok).passed
     bad = facts(every(0, 15) + every(15, 20, status=500))
     assert not check(SLOMet(kind="slo_met", slo="avail"), bad).passed
+    missed = check(SLOMet(kind="slo_met", slo="avail", met=False), bad)
+    assert missed.passed and missed.description == "SLO avail missed (SLI < 0.9)"
+    assert not check(SLOMet(kind="slo_met", slo="avail", met=False), ok).passed
 
 
 def test_recovery_uses_the_last_fault_window() -> None:

@@ -32,6 +32,7 @@ from chaos import (
     recorders,
 )
 from chaos._loadgen import frozen_heap
+from chaos.injectors import Acted
 from tests.chaos._service import Service
 
 
@@ -64,12 +65,17 @@ class Breaks(Injector):
 
     def __init__(
         self, service: Service, *, apply_fails: bool = False, revert_fails: bool = False,
-        hang: bool = False,
+        hang: bool = False, counted: Acted | None = None,
     ):  # fmt: skip
         super().__init__()
         self.service, self.apply_fails, self.revert_fails = service, apply_fails, revert_fails
         self.hang = hang
+        self.counted = counted
         self.calls: list[str] = []
+
+    @property
+    def acted(self) -> Acted | None:
+        return self.counted if self.calls[-1:] == ["revert"] else None
 
     @property
     def description(self) -> str:
@@ -99,7 +105,7 @@ class Harness:
         self.injectors: list[Breaks] = []
         self.events: list[Any] = []
 
-    def run(self, body: str, *, observer: Any = None, **injector: bool) -> Any:
+    def run(self, body: str, *, observer: Any = None, **injector: Any) -> Any:
         path = self.tmp_path / "scenario.yaml"
         path.write_text(textwrap.dedent(body), encoding="utf-8")
 
@@ -545,3 +551,18 @@ def test_frozen_heap_nests_and_unfreezes_once() -> None:
             assert gc.get_freeze_count() > 0
         assert gc.get_freeze_count() > 0  # the inner one left the outer's freeze alone
     assert gc.get_freeze_count() == 0
+
+
+def test_a_fault_that_acted_on_no_answer_was_not_tested(harness: Harness) -> None:
+    """A fault that picks answers (a stream fault) and picked none never did its harm: the
+    run cannot pass on it. One that did says how many answers it acted on."""
+    verdict = harness.run(SCENARIO, counted=Acted(seen=12, affected=0)).verdict
+    assert verdict.status == "harness_error"
+    assert verdict.harness_errors == [
+        "fault outage applied but acted on none of the 12 answers that went through it"
+    ]
+    verdict = harness.run(SCENARIO, counted=Acted(seen=12, affected=3)).verdict
+    assert verdict.status == "passed", verdict.harness_errors
+    assert (verdict.faults[0].seen, verdict.faults[0].affected) == (12, 3)
+    reverted = [e for e in harness.events if e.type.value == "fault_reverted"]
+    assert reverted[-1].data == {"fault": "outage", "seen": 12, "affected": 3}

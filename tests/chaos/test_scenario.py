@@ -156,6 +156,36 @@ def test_unknown_fault_kind_and_unknown_field(tmp_path: Path) -> None:
             "give `index` or `random`, not both",
         ),
         ("- {kind: partition, hop: client, at: 30s}", "starts at 30s, after the load ends"),
+        ("- {kind: stream, hop: client, effect: cut, at: 1s}", "a stream cut needs after"),
+        (
+            "- {kind: stream, hop: client, effect: cut, after: 2, delay_ms: 5, at: 1s}",
+            "a stream cut takes no delay_ms (it takes after, reset)",
+        ),
+        (
+            "- {kind: stream, hop: client, effect: stall, after: 0, delay_ms: 5, at: 1s}",
+            "a stall after 0 events is a delay before the answer: use a latency toxic",
+        ),
+        (
+            "- {kind: stream, hop: client, effect: status, status: 200, at: 1s}",
+            "faults[0].status: Input should be greater than or equal to 400 (got 200)",
+        ),
+        (
+            "- {kind: stream, hop: client, effect: drop_done, share: 1.5, at: 1s}",
+            "faults[0].share: Input should be less than or equal to 1 (got 1.5)",
+        ),
+        (
+            "- {kind: stream, hop: client, effect: corrupt, event: 1, corrupt: base64, at: 1s}",
+            "faults[0].corrupt: Input should be 'json' or 'utf8' (got 'base64')",
+        ),
+        (
+            "- {kind: stream, hop: client, effect: slow, delay_ms: 5, reset: true, at: 1s}",
+            "a stream slow takes no reset (it takes delay_ms)",
+        ),
+        (
+            "- {kind: stream, hop: client, effect: cut, after: 1, at: 1s, duration: 5s}\n"
+            "  - {kind: stream, hop: client, effect: cut, after: 2, at: 3s}",
+            "overlaps fault 'stream-0' on the same hop (client) from 3s",
+        ),
         (
             "- {name: a, kind: partition, hop: client, at: 1s, duration: 1s}\n"
             "  - {name: a, kind: partition, hop: client, at: 2s}",

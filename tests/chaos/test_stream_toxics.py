@@ -271,3 +271,23 @@ def test_the_server_refuses_bad_attributes(client: ToxiproxyClient, proxy: int) 
     assert "share must be between 0 and 1" in str(caught.value)
     assert "event must be 1 or more" in str(caught.value)
     assert client.toxics("sse") == []
+
+
+def test_a_server_without_the_stream_toxics_is_named_before_the_load() -> None:
+    """A stock toxiproxy-server (on PATH where Go is missing) has none of them: the run says
+    which server and what to do, instead of failing at the first fault."""
+    from chaos._faults import stream_support
+
+    class Stock:
+        url = "http://127.0.0.1:8474"
+
+        def version(self) -> str:
+            return "2.12.0"
+
+    class Bare:
+        toxiproxy = Stock()
+
+    problem = stream_support(Bare())  # type: ignore[arg-type]
+    assert problem is not None
+    assert "the server at http://127.0.0.1:8474 is version '2.12.0', without them" in problem
+    assert "./dev setup" in problem
