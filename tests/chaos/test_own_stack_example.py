@@ -145,3 +145,43 @@ def test_a_damaged_weight_file_fails_the_starts_until_it_is_restored(
     answered_after = [r for r in _requests(journal)
                       if r["scheduled"] > ready[-1]["t"] + 0.5]  # fmt: skip
     assert answered_after and all(r["status"] == 200 for r in answered_after)
+
+
+def test_a_cut_stream_is_a_failed_request_in_the_verdict(
+    example_env: Example, tmp_path: Path
+) -> None:
+    result, journal = _run("stream-cut.yaml", example_env, tmp_path)
+    fault = result.verdict.faults[0]
+    assert fault.applied is not None and fault.reverted is not None and fault.affected
+    requests = _requests(journal)
+    failed = [r for r in requests if r["error"] is not None]
+    # Each answer the toxic picked is a failed request, though its status was 200 and its
+    # first token came; none failed outside the fault's window.
+    assert len(failed) == fault.affected, failed
+    assert all(r["status"] == 200 and r["first_token"] is not None for r in failed)
+    assert all(fault.applied - 0.5 <= r["scheduled"] <= fault.reverted for r in failed)
+    assert all(r["tokens"] == 8 for r in requests if r["error"] is None)
+
+
+def test_a_stalled_stream_shows_in_its_longest_gap_not_its_first_token(
+    example_env: Example, tmp_path: Path
+) -> None:
+    result, journal = _run("stream-stall.yaml", example_env, tmp_path)
+    fault = result.verdict.faults[0]
+    assert fault.applied is not None and fault.reverted is not None and fault.affected
+    requests = _requests(journal)
+    assert requests and all(r["status"] == 200 and r["error"] is None for r in requests)
+    # Unfaulted, this server's tokens come milliseconds apart.
+    stalled = [r for r in requests if max(r["gaps"]) >= 0.2]
+    assert len(stalled) == fault.affected
+    # The stall comes after the second event (the role chunk, then the first token's), so
+    # the longest gap is the first one between tokens, and the first token is on time.
+    assert all(r["gaps"].index(max(r["gaps"])) == 0 for r in stalled), stalled
+    assert all(r["ttft_s"] < 1.2 for r in requests)
+    assert all(fault.applied - 0.5 <= r["scheduled"] <= fault.reverted for r in stalled)
+    for r in stalled:
+        resumed = r["first_token"] + r["gaps"][0]
+        if resumed < fault.reverted - 0.1:  # the whole stall (less the client's late read of
+            assert r["gaps"][0] >= 1.4, r  # the token before it), or
+        else:  # one the revert released: its held tokens went on as the toxic was removed
+            assert resumed <= fault.reverted + 0.3, r
