@@ -19,6 +19,7 @@ from ._events import EventBus, EventType, Observer, RunEvent
 from ._expect import RequestOutcome, classify
 from ._journal import Journal, read_journal
 from ._loadgen import (
+    AttemptRecord,
     GeneratorHealth,
     LoadGenerator,
     LoadRecord,
@@ -32,9 +33,14 @@ from ._recording import HtmlReport, VerdictFile, recorders
 from ._report import load_run, render_index, render_run
 from ._runner import Runner, RunResult, RunSettings
 from ._scenario import (
+    AmplificationBound,
     Backend,
+    Backoff,
+    CancelRule,
+    ClientGroup,
     ContainerAction,
     ContainerFault,
+    Judged,
     Metrics,
     MetricSeries,
     MetricSource,
@@ -43,6 +49,7 @@ from ._scenario import (
     PartitionMethod,
     ProcessFault,
     Replicas,
+    RetryPolicy,
     Scenario,
     StreamEffect,
     StreamFault,
@@ -62,6 +69,7 @@ from ._toxiproxy import (
     ToxiproxyUnavailable,
 )
 from ._verdict import (
+    ClientCounts,
     Evidence,
     FaultResult,
     Judgement,
@@ -92,12 +100,18 @@ from .injectors import (
 )
 
 __all__ = [
+    "AmplificationBound",
     "AnswerRules",
     "Api",
     "ApplyError",
     "Arrivals",
+    "AttemptRecord",
     "Backend",
     "BackendError",
+    "Backoff",
+    "CancelRule",
+    "ClientCounts",
+    "ClientGroup",
     "Constant",
     "ContainerAction",
     "ContainerFault",
@@ -117,6 +131,7 @@ __all__ = [
     "InjectionError",
     "Injector",
     "Journal",
+    "Judged",
     "Judgement",
     "LoadGenerator",
     "LoadRecord",
@@ -146,6 +161,7 @@ __all__ = [
     "RequestCounts",
     "RequestOutcome",
     "RequestSpec",
+    "RetryPolicy",
     "RevertError",
     "RunEvent",
     "RunResult",

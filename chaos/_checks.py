@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from slo import Issue, SLODocument, format_duration
 
 from ._scenario import (
+    AmplificationBound,
     Backend,
     BudgetCeiling,
     BurnRateAbort,
@@ -243,7 +244,13 @@ def _fault_issues(scenario: Scenario) -> Iterator[Issue]:
 def _reference_issues(scenario: Scenario) -> Iterator[Issue]:
     faults = scenario.fault_names()
     for index, expect in enumerate(scenario.expect):
-        if isinstance(expect, FallbackShare | StatusShare | CanaryRollback):
+        if isinstance(expect, AmplificationBound):
+            clients = [c.name for c in scenario.load.clients]
+            if expect.client is not None and expect.client not in clients:
+                known = f"groups: {clients}" if clients else "`load.clients` names none"
+                yield Issue(("expect", index, "client"),
+                            f"no client group named {expect.client!r} ({known})")  # fmt: skip
+        if isinstance(expect, FallbackShare | StatusShare | CanaryRollback | AmplificationBound):
             field = "after" if isinstance(expect, CanaryRollback) else "during"
             ref = expect.after if isinstance(expect, CanaryRollback) else expect.during
             if ref is not None and ref not in faults:

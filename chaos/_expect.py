@@ -22,8 +22,9 @@ from typing import Any, Protocol
 
 from slo import SLO, Evaluation, RequestRecord, evaluate
 
-from ._loadgen import LoadRecord
+from ._loadgen import LoadRecord, amplification
 from ._scenario import (
+    AmplificationBound,
     BudgetCeiling,
     BurnRateAbort,
     CanaryRollback,
@@ -251,6 +252,8 @@ class Facts:
     load_end: float
     metrics: Mapping[str, Sequence[tuple[float, float | None]]] = field(default_factory=dict)
     """Each scraped series: (run time, value or None) per scrape during the load."""
+    sent: Sequence[LoadRecord] = ()
+    """Every logical request with its attempts and client group, cancelled ones too."""
 
     @property
     def run_events(self) -> list[dict[str, Any]]:
@@ -407,6 +410,28 @@ def _status_share(spec: StatusShare, facts: Facts) -> Outcome:
     return judge.of(met, share, _requests(len(pool)))
 
 
+def _amplification(spec: AmplificationBound, facts: Facts) -> Outcome:
+    bounds = [f"≤ {spec.max:g}" if spec.max is not None else "",
+              f"≥ {spec.min:g}" if spec.min is not None else ""]  # fmt: skip
+    who = "requests" if spec.client is None else f"client {spec.client}'s requests"
+    where = "" if spec.during is None else f" during {spec.during}"
+    text = f"attempts per request of {who}{where} {' and '.join(b for b in bounds if b)}"
+    judge = _Judge(spec, text, spec.max if spec.max is not None else spec.min)
+    pool = [r for r in facts.sent if spec.client is None or r.client == spec.client]
+    if spec.during is not None:
+        window = facts.window(spec.during)
+        if window.applied is None:
+            return judge.no_data(_requests(0), f"{spec.during} never applied")
+        end = window.reverted or window.applied
+        pool = [r for r in pool if window.applied <= r.scheduled < end]
+    measured = amplification(pool)
+    if measured is None:
+        return judge.no_data(_requests(0), "no request sent")
+    met = (spec.max is None or measured <= spec.max) and (spec.min is None or measured >= spec.min)
+    attempts = sum(r.tries for r in pool if r.error != "dropped")
+    return judge.of(met, measured, _requests(len(pool)), f"{attempts} attempts")
+
+
 def _metric(spec: MetricExpectation, facts: Facts) -> Outcome:
     where = ""
     start, end = 0.0, float("inf")
@@ -441,5 +466,6 @@ _CHECKS: dict[type, Callable[[Any, Facts], Outcome]] = {
     CanaryRollback: _canary_rollback,
     EventExpectation: _event_expectation,
     StatusShare: _status_share,
+    AmplificationBound: _amplification,
     MetricExpectation: _metric,
 }

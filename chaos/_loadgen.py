@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import email.utils
 import gc
 import math
+import random
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict
@@ -31,21 +34,40 @@ from slo import RequestRecord
 
 from ._protocols import AnswerRules, Api, StreamReader, parse_json, read_answer
 
+if TYPE_CHECKING:
+    from ._scenario import CancelRule, Judged, RetryPolicy
+
 
 @dataclass(frozen=True)
 class RequestSpec:
     body: dict[str, Any]
     stream: bool = False
     api: Api = Api.ICHAOS
+    client: str | None = None  # the client group that sends it (None: a plain client)
+    retry: RetryPolicy | None = None
+    cancel: CancelRule | None = None
+    seed: int = 0  # its retries' jitter draws
 
     @property
     def path(self) -> str:
         return self.api.path
 
 
+@dataclass(frozen=True)
+class AttemptRecord:
+    """An attempt that was tried again: when it left and ended, and how (run seconds)."""
+
+    sent: float
+    end: float
+    status: int | None
+    error: str | None
+
+
 @dataclass
 class LoadRecord:
-    """One request. Times are seconds from the start of the run (monotonic)."""
+    """One logical request: the user's, however many attempts it took. Its fields are its
+    last attempt's; ``attempts`` holds the earlier ones. Times are seconds from the start of
+    the run (monotonic), latency from the scheduled send to the last attempt's end."""
 
     index: int
     scheduled: float
@@ -62,6 +84,24 @@ class LoadRecord:
     gaps: list[float] = field(default_factory=list)  # between streamed tokens
     last_token: float | None = None
     finish_reason: str | None = None
+    client: str | None = None
+    cancelled: bool = False  # the client closed it (its cancel rule), not the service
+    attempts: list[AttemptRecord] = field(default_factory=list)  # the earlier, retried ones
+    last_sent: float | None = None  # when the last attempt left (None: the first, at `sent`)
+
+    @property
+    def tries(self) -> int:
+        """Attempts sent: the earlier ones and the last."""
+        return len(self.attempts) + 1
+
+    def retried(self) -> None:
+        """This attempt is over and another follows: keep it, and start the record afresh."""
+        sent = self.sent if self.last_sent is None else self.last_sent
+        end = self.end if self.end is not None else sent
+        self.attempts.append(AttemptRecord(sent, end, self.status, self.error))
+        self.first_byte = self.first_token = self.last_token = self.end = None
+        self.status = self.error = self.model = self.version = self.finish_reason = None
+        self.degraded, self.tokens, self.gaps = False, 0, []
 
     @property
     def lag(self) -> float:
@@ -136,6 +176,35 @@ class LoadResult:
     started_wall: float  # Unix time of the run's t = 0
 
 
+def amplification(records: list[LoadRecord]) -> float | None:
+    """Retry amplification, the one definition: attempts sent / logical requests sent (a
+    request dropped at the in-flight limit was never sent). 1.0 without retries; None
+    without a request."""
+    sent = [r for r in records if r.error != "dropped"]
+    return sum(r.tries for r in sent) / len(sent) if sent else None
+
+
+def judged(records: list[LoadRecord], on: Judged) -> list[LoadRecord]:
+    """What SLOs and expectations judge, the one definition. A request its client cancelled
+    is the client's choice, not the service's outcome: judged never. ``requests``: each
+    logical request once, as its user saw it (its last attempt's outcome, its latency from
+    the scheduled send). ``attempts``: every attempt, as the service saw it: one record each,
+    timed from its own send, in the order they left."""
+    kept = [r for r in records if not r.cancelled]
+    if on == "requests":
+        return kept
+    out: list[LoadRecord] = []
+    for r in records:
+        for a in r.attempts:
+            out.append(LoadRecord(r.index, a.sent, sent=a.sent, end=a.end, status=a.status,
+                                  error=a.error, client=r.client))  # fmt: skip
+        if not r.cancelled:
+            last = r.sent if r.last_sent is None else r.last_sent
+            start = r.scheduled if not r.attempts else last
+            out.append(dataclasses.replace(r, scheduled=start, attempts=[]))
+    return sorted(out, key=lambda r: r.scheduled)
+
+
 def nearest_rank(values: list[float], q: float) -> float:
     """The nearest-rank ``q``-th percentile (0.0 for no values)."""
     if not values:
@@ -165,6 +234,51 @@ def frozen_heap() -> Iterator[None]:
     finally:
         if outermost:
             gc.unfreeze()
+
+
+class _WalkedAway(Exception):
+    """A client's cancel rule fired: it closed its request (raised inside the attempt)."""
+
+
+@contextlib.contextmanager
+def _walks_away(record: LoadRecord, after: float) -> Iterator[None]:
+    """Cancel the attempt in progress ``after`` seconds from now; the cancellation surfaces as
+    :class:`_WalkedAway`, so that the request's own timeout stays a timeout."""
+    task = asyncio.current_task()
+    assert task is not None
+    fired = False
+
+    def fire() -> None:
+        nonlocal fired
+        fired = True
+        task.cancel()
+
+    handle = asyncio.get_running_loop().call_later(after, fire)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if fired and task.uncancel() == 0:
+            raise _WalkedAway from None
+        raise
+    finally:
+        handle.cancel()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds: a number of seconds or an HTTP date (None: absent
+    or unreadable)."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _classify(exc: BaseException) -> str:
@@ -307,17 +421,28 @@ class LoadGenerator:
         def now() -> float:
             return loop.time() - start
 
+        spec: RequestSpec | None = None
         try:
             spec = self.request(record.index)
+            record.client = spec.client
+            jitter = random.Random(spec.seed)
+            # The timeout is the user's: the whole request, its retries and waits included.
             async with asyncio.timeout(self.timeout_s):
-                if spec.stream:
-                    await self._stream(client, spec, record, now)
-                else:
-                    async with self._post(client, spec, spec.body) as response:
-                        record.first_byte = now()
-                        record.status = response.status
-                        read_answer(spec.api, record, parse_json(await response.read()))
-                        self._degraded(record, response)
+                while True:
+                    retry_after = await self._attempt(client, spec, record, now)
+                    policy = spec.retry
+                    if (
+                        policy is None or record.cancelled or record.tries >= policy.max_attempts
+                        or not policy.retries(record.status, record.error)
+                    ):  # fmt: skip
+                        break
+                    record.end = now()
+                    wait = policy.backoff.wait(record.tries, jitter.random())
+                    if policy.retry_after and retry_after is not None:
+                        wait = max(wait, retry_after)
+                    record.retried()
+                    await asyncio.sleep(wait)
+                    record.last_sent = now()
         except (TimeoutError, aiohttp.ClientError) as exc:
             record.error = _classify(exc)
         except Exception as exc:  # one request's surprise is its error, not the generator's end
@@ -326,6 +451,37 @@ class LoadGenerator:
         self._pending.pop(record.index, None)
         if self.on_record is not None:
             self.on_record(record)
+
+    async def _attempt(
+        self,
+        client: aiohttp.ClientSession,
+        spec: RequestSpec,
+        record: LoadRecord,
+        now: Callable[[], float],
+    ) -> float | None:
+        """One attempt into ``record``; a failure is its error. Returns the seconds the
+        answer's ``Retry-After`` asked for (None: none)."""
+        retry_after: float | None = None
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if spec.cancel is not None and spec.cancel.after is not None:
+                    sent = record.sent if record.last_sent is None else record.last_sent
+                    left = spec.cancel.after - (now() - sent)
+                    stack.enter_context(_walks_away(record, max(left, 0.0)))
+                if spec.stream:
+                    retry_after = await self._stream(client, spec, record, now)
+                else:
+                    async with self._post(client, spec, spec.body) as response:
+                        record.first_byte = now()
+                        record.status = response.status
+                        retry_after = _retry_after(response.headers.get("Retry-After"))
+                        read_answer(spec.api, record, parse_json(await response.read()))
+                        self._degraded(record, response)
+        except _WalkedAway:
+            record.cancelled = True
+        except (aiohttp.ClientError, aiohttp.ServerTimeoutError) as exc:
+            record.error = _classify(exc)
+        return retry_after
 
     def pending(self) -> list[LoadRecord]:
         """The requests sent and not answered yet (safe to call from another thread)."""
@@ -337,16 +493,23 @@ class LoadGenerator:
         spec: RequestSpec,
         record: LoadRecord,
         now: Callable[[], float],
-    ) -> None:
+    ) -> float | None:
         body = {**spec.body, "stream": True}
+        after_tokens = None if spec.cancel is None else spec.cancel.after_tokens
         async with self._post(client, spec, body) as response:
             record.first_byte = now()
             record.status = response.status
             if response.status != 200:
                 read_answer(spec.api, record, parse_json(await response.read()))
-                return
+                return _retry_after(response.headers.get("Retry-After"))
             stream = StreamReader(spec.api, record, now)
             async for raw in response.content:
+                if after_tokens is not None and stream.counted >= after_tokens:
+                    # The user has read enough: the connection is closed mid-stream, as a
+                    # browser tab or an SDK's cancel closes it.
+                    record.cancelled, record.tokens = True, stream.counted
+                    response.close()
+                    return None
                 try:
                     # Strict: a line is whole, so a character is never split across two, and
                     # a byte that is not UTF-8 is a damaged answer, not one to repair.
@@ -357,6 +520,7 @@ class LoadGenerator:
                 stream.line(line.rstrip("\r\n"))
             stream.close()
             self._degraded(record, response)
+        return None
 
     def _post(self, client: aiohttp.ClientSession, spec: RequestSpec, body: dict[str, Any]) -> Any:
         extra: dict[str, Any] = {}

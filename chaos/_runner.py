@@ -51,7 +51,9 @@ from ._loadgen import (
     LoadRecord,
     LoadResult,
     RequestSpec,
+    amplification,
     frozen_heap,
+    judged,
 )
 from ._loading import LoadedScenario
 from ._protocols import request_body
@@ -76,6 +78,7 @@ from ._scrape import Scrape, Scraper, endpoints_of, scrape_event, summarise
 from ._shapes import Constant, schedule
 from ._verdict import (
     Abort,
+    ClientCounts,
     FaultResult,
     Outcome,
     ProbeResult,
@@ -579,7 +582,20 @@ class Runner:
                 service.api, prompt, max_tokens=load.max_new_tokens, model=service.model,
                 temperature=load.temperature, user=user, stream=load.stream,
             )  # fmt: skip
-            return RequestSpec(body, stream=load.stream, api=service.api)
+            # Drawn after the prompt and the user, so that a scenario without client groups
+            # sends what it sent before they existed.
+            group, draw, below = None, rng.random(), 0.0
+            for candidate in load.clients:
+                below += candidate.share
+                if draw < below:
+                    group = candidate
+                    break
+            if group is None:
+                return RequestSpec(body, stream=load.stream, api=service.api)
+            return RequestSpec(
+                body, stream=load.stream, api=service.api, client=group.name,
+                retry=group.retry, cancel=group.cancel, seed=rng.randrange(2**62),
+            )  # fmt: skip
 
         return request
 
@@ -610,7 +626,25 @@ class Runner:
             latency_s=record.latency_s, ttft_s=record.ttft_s, tpot_s=record.tpot_s,
             output_tps=record.output_tps, finish_reason=record.finish_reason,
             gaps=[round(g, 6) for g in record.gaps],
+            **self._client_fields(record),
         )  # fmt: skip
+
+    @staticmethod
+    def _client_fields(record: LoadRecord) -> dict[str, Any]:
+        """A request's client behaviour, journaled only where it has one (a plain request's
+        event stays as it was)."""
+        fields: dict[str, Any] = {}
+        if record.client is not None:
+            fields["client"] = record.client
+        if record.cancelled:
+            fields["cancelled"] = True
+        if record.attempts:
+            fields["attempts"] = [
+                {"sent": a.sent, "end": a.end, "status": a.status, "error": a.error}
+                for a in record.attempts
+            ]
+            fields["last_sent"] = record.last_sent
+        return fields
 
     # -- steady state and abort ------------------------------------------------------------
 
@@ -815,7 +849,10 @@ class Runner:
     def _verdict(self) -> Verdict:
         st = self.state
         load_end = self.scenario.load.duration
-        records = sorted(st.records, key=lambda r: r.scheduled)
+        sent = sorted(st.records, key=lambda r: r.scheduled)
+        # What SLOs and expectations judge (one definition: judged()): requests or attempts,
+        # never a request its client cancelled.
+        records = judged(sent, self.scenario.load.judge)
         slo_records = [r.to_slo() for r in records]
         evaluations: dict[str, Evaluation] = {}
         if slo_records:
@@ -829,7 +866,7 @@ class Runner:
                 name: [(s.t, s.values.get(name)) for s in st.scrapes if s.t is not None]
                 for name in (m.name for m in self.scenario.metrics.series)
             } if self.scenario.metrics else {}  # fmt: skip
-            facts = Facts(records, st.windows, st.events, evaluations, load_end, series)
+            facts = Facts(records, st.windows, st.events, evaluations, load_end, series, sent)
             outcomes = [check(spec, facts) for spec in self.scenario.expect]
         faults = []
         for name, spec in zip(self.scenario.fault_names(), self.scenario.faults, strict=True):
@@ -887,8 +924,9 @@ class Runner:
             status = Status.FAILED
         else:
             status = Status.PASSED
-        outcome_counts = Counter(classify(r) for r in records)
-        statuses = Counter("error" if r.error else str(r.status) for r in records)
+        outcome_counts = Counter(classify(r) for r in sent if not r.cancelled)
+        statuses = Counter("error" if r.error else str(r.status) for r in sent
+                           if not r.cancelled)  # fmt: skip
         return Verdict(
             run_id=self.run_id,
             scenario=self.scenario.name,
@@ -912,11 +950,25 @@ class Runner:
             time_to_recover_s=ttr,
             recovered_since=since,
             requests=RequestCounts(
-                total=len(records),
+                total=len(sent),
                 ok=outcome_counts[RequestOutcome.OK],
                 degraded=outcome_counts[RequestOutcome.DEGRADED],
                 shed=outcome_counts[RequestOutcome.SHED],
                 by_status=dict(sorted(statuses.items())),
+                cancelled=sum(r.cancelled for r in sent),
+                attempts=sum(r.tries for r in sent if r.error != "dropped"),
+                amplification=amplification(sent),
+                clients={
+                    name: ClientCounts(
+                        requests=len(mine),
+                        attempts=sum(r.tries for r in mine),
+                        cancelled=sum(r.cancelled for r in mine),
+                        ok=sum(classify(r) is RequestOutcome.OK for r in mine if not r.cancelled),
+                        amplification=amplification(mine),
+                    )
+                    for name in sorted({r.client for r in sent if r.client is not None})
+                    if (mine := [r for r in sent if r.client == name])
+                },
             ),
             generator=st.health,
             service_events=dict(Counter(str(e.get("kind")) for e in st.events)),

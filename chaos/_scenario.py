@@ -176,6 +176,96 @@ class PromptFile(_Strict):
     file: Path = Field(description="a text file, one prompt per line (blank lines skipped)")
 
 
+_RETRY_ON = r"^([45]xx|[45]\d\d|error|timeout|connect|reset|stream|tls)$"
+
+
+class Backoff(_Strict):
+    """How long a client waits before its next attempt: ``initial`` × ``multiplier``^(n-1)
+    before attempt n+1, at most ``max``; with ``jitter``, a uniform draw between 0 and that
+    (AWS's "full jitter"), from the scenario seed."""
+
+    initial: Duration = Field(default=0.0, ge=0, le=60)
+    """the wait before the second attempt; 0 is a naive client that retries at once."""
+    multiplier: Number = Field(default=2.0, ge=1, le=10)
+    """each later wait is this many times the one before."""
+    max: Duration = Field(default=10.0, gt=0, le=600)
+    """no wait is longer than this."""
+    jitter: bool = False
+    """draw each wait uniformly between 0 and its value, so clients do not retry in step."""
+
+    def wait(self, retry: int, draw: float) -> float:
+        """The wait before retry number ``retry`` (1 is the second attempt); ``draw`` is a
+        uniform number in [0, 1), used with jitter."""
+        base = min(self.max, self.initial * self.multiplier ** (retry - 1))
+        return base * draw if self.jitter else base
+
+
+class RetryPolicy(_Strict):
+    """A client that tries again: on which answers, how often, how long it waits, whether it
+    honours ``Retry-After``. Every attempt is recorded; the request's outcome is its last."""
+
+    on: list[Annotated[str, Field(pattern=_RETRY_ON)]] = Field(
+        default_factory=lambda: ["429", "503", "connect", "reset"], min_length=1
+    )
+    """statuses (`503`, `5xx`) and failures (`timeout`, `connect`, `reset`, `stream`, `tls`,
+    or `error` for any) that make it try again."""
+    max_attempts: Int = Field(default=3, ge=2, le=20)
+    """attempts in all, the first one included."""
+    backoff: Backoff = Backoff()
+    """the waits between attempts (default: none, a naive client)."""
+    retry_after: bool = True
+    """wait at least what an answer's `Retry-After` header says (seconds or an HTTP date)."""
+
+    def retries(self, status: int | None, error: str | None) -> bool:
+        """Whether an attempt that ended so is tried again (if attempts are left)."""
+        for pattern in self.on:
+            if error is not None:
+                if pattern in ("error", error):
+                    return True
+            elif status is not None and (
+                str(status) == pattern or (pattern.endswith("xx") and str(status)[0] == pattern[0])
+            ):
+                return True
+        return False
+
+
+class CancelRule(_Strict):
+    """A client that walks away: it closes the connection after ``after_tokens`` streamed
+    tokens or ``after`` seconds from its request's send, whichever is given. The request is
+    recorded as cancelled, not failed, and judged by no SLO or expectation."""
+
+    after_tokens: Int | None = Field(default=None, ge=1, le=100_000)
+    """streamed tokens read before it closes (streamed loads only)."""
+    after: Duration | None = Field(default=None, gt=0, le=3600)
+    """seconds after its send before it closes, whatever came by then."""
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> CancelRule:
+        if (self.after_tokens is None) == (self.after is None):
+            raise ValueError("give `after_tokens` or `after`, one of them")
+        return self
+
+
+class ClientGroup(_Strict):
+    """A share of the load's requests sent by clients that behave alike: retrying, cancelling,
+    or both. Requests are dealt to groups by a draw from the scenario seed; the rest of the
+    load is plain clients (one attempt, never cancelled)."""
+
+    name: Name
+    """how the report and the `amplification` expectation name these clients."""
+    share: Number = Field(gt=0, le=1)
+    """the share of the load's requests they send."""
+    retry: RetryPolicy | None = None
+    """how they retry (default: never)."""
+    cancel: CancelRule | None = None
+    """when they walk away (default: never)."""
+
+
+class Judged(StrEnum):
+    REQUESTS = "requests"  # each logical request once, with its last attempt's outcome
+    ATTEMPTS = "attempts"  # every attempt, as the service saw them
+
+
 class Load(_Strict):
     rate: Rate = Field(description="the base arrival rate, e.g. 20/s")
     shape: ShapeSpec = ConstantShape()
@@ -210,6 +300,23 @@ class Load(_Strict):
         le=1,
         description="the run is invalid when the generator used more than this share of a core",
     )
+    clients: list[ClientGroup] = Field(default_factory=list)
+    """groups of clients that retry or cancel, each sending a share of the requests."""
+    judge: Judged = Judged.REQUESTS
+    """what SLOs and expectations judge: `requests` (each once, as the user saw it, after its
+    retries) or `attempts` (every attempt, as the service saw it)."""
+
+    @model_validator(mode="after")
+    def _clients(self) -> Load:
+        names = [c.name for c in self.clients]
+        if len(set(names)) != len(names):
+            raise ValueError(f"client groups need names of their own: {names}")
+        if sum(c.share for c in self.clients) > 1 + 1e-9:
+            shares = " + ".join(f"{c.share:g}" for c in self.clients)
+            raise ValueError(f"client groups share more than all the requests: {shares} > 1")
+        if not self.stream and any(c.cancel and c.cancel.after_tokens for c in self.clients):
+            raise ValueError("`cancel.after_tokens` counts streamed tokens: set `stream: true`")
+        return self
 
     def to_shape(self) -> Shape:
         shape = self.shape
@@ -1248,6 +1355,27 @@ class StatusShare(_Expectation):
     during: str | None = Field(default=None, description="only in this fault's window")
 
 
+class AmplificationBound(_Expectation):
+    """Retry amplification: attempts sent / requests sent, of a client group or of all
+    requests, over the run or the requests scheduled in a fault's window."""
+
+    kind: Literal["amplification"]
+    """`amplification`: attempts per request, within bounds."""
+    client: str | None = None
+    """a client group of `load.clients` (default: every request)."""
+    max: Number | None = Field(default=None, ge=1)
+    """at most this many attempts per request."""
+    min: Number | None = Field(default=None, ge=1)
+    """at least this many (a storm the fault must cause)."""
+    during: str | None = Field(default=None, description="only requests in this fault's window")
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> AmplificationBound:
+        if self.max is None and self.min is None:
+            raise ValueError("give `max`, `min` or both")
+        return self
+
+
 class Stat(StrEnum):
     MAX = "max"
     MIN = "min"
@@ -1282,7 +1410,8 @@ ExpectSpec = Annotated[
     | CanaryRollback
     | EventExpectation
     | StatusShare
-    | MetricExpectation,
+    | MetricExpectation
+    | AmplificationBound,
     Field(discriminator="kind"),
 ]
 

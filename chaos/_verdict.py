@@ -214,12 +214,31 @@ class MetricSummary(_Model):
     chart: bool = True
 
 
+class ClientCounts(_Model):
+    """One client group's requests (logical, as its users saw them) and the attempts they
+    took; ``amplification`` is attempts / requests (None without a request sent)."""
+
+    requests: int
+    attempts: int
+    cancelled: int
+    ok: int
+    amplification: float | None
+
+
 class RequestCounts(_Model):
+    """The load's logical requests by outcome (cancelled ones apart: their clients closed
+    them), the attempts they took, and the same per client group."""
+
     total: int = 0
     ok: int = 0
     degraded: int = 0
     shed: int = 0
     by_status: dict[str, int] = {}
+    cancelled: int = 0
+    attempts: int = 0
+    amplification: float | None = None
+    """Retry amplification: attempts / requests sent (1 without retries)."""
+    clients: dict[str, ClientCounts] = {}
 
 
 class Verdict(_Model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import threading
@@ -17,7 +18,21 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from chaos import AnswerRules, Api, Constant, LoadGenerator, RequestSpec, schedule, wait_until
+from chaos import (
+    AnswerRules,
+    Api,
+    Backoff,
+    CancelRule,
+    Constant,
+    Judged,
+    LoadGenerator,
+    LoadRecord,
+    RequestSpec,
+    RetryPolicy,
+    schedule,
+    wait_until,
+)
+from chaos._loadgen import amplification, judged
 
 
 class Target:
@@ -31,9 +46,18 @@ class Target:
         # event), "error-chunk" (an OpenAI stream that sends an error object).
         self.shape = "good"
         self.headers: list[dict[str, str]] = []  # of every chat request, in order
+        # A storm: the first `refuse` generate requests get 503 (with `Retry-After` when set);
+        # `arrivals` is when each generate request came (monotonic).
+        self.refuse = 0
+        self.retry_after: str | None = None
+        self.arrivals: list[float] = []
 
     async def generate(self, request: Request) -> Response:
         body = await request.json()
+        self.arrivals.append(time.monotonic())
+        if len(self.arrivals) <= self.refuse:
+            headers = {} if self.retry_after is None else {"Retry-After": self.retry_after}
+            return JSONResponse({"error": {"type": "busy"}}, status_code=503, headers=headers)
         wait = self.stall_until - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -376,3 +400,104 @@ def test_headers_go_with_every_request_and_a_header_can_mark_degraded(
     assert not any(r.degraded for r in run_chat(url, state, "fallback", chat(True), **options))
     options["rules"] = AnswerRules(asked="other")
     assert all(r.degraded for r in run_chat(url, state, "good", chat(stream=True), **options))
+
+
+@pytest.fixture
+def storm(target: tuple[str, Target]) -> Iterator[tuple[str, Target]]:
+    url, state = target
+    state.arrivals, state.refuse, state.retry_after = [], 0, None
+    yield url, state
+    state.arrivals, state.refuse, state.retry_after = [], 0, None
+
+
+def with_client(**client: Any) -> Any:
+    def request(_index: int) -> RequestSpec:
+        return RequestSpec({"prompt": "hi", "max_new_tokens": 3}, client="c", seed=1, **client)
+
+    return request
+
+
+def one(url: str, request: Any, *, timeout_s: float = 10.0) -> LoadRecord:
+    result = asyncio.run(LoadGenerator(url, [0.0], request, timeout_s=timeout_s).run())
+    return result.records[0]
+
+
+def test_a_naive_client_retries_at_once_and_every_attempt_is_recorded(
+    storm: tuple[str, Target],
+) -> None:
+    url, state = storm
+    state.refuse = 2
+    record = one(url, with_client(retry=RetryPolicy(max_attempts=4)))
+    assert record.status == 200 and record.error is None and record.tries == 3
+    assert [(a.status, a.error) for a in record.attempts] == [(503, None), (503, None)]
+    assert record.attempts[0].sent == record.sent and record.last_sent is not None
+    assert record.attempts[1].end <= record.last_sent <= record.end
+    assert len(state.arrivals) == 3 and state.arrivals[2] - state.arrivals[0] < 0.5
+    # Judged as the user saw it: one request, from its scheduled send to the last answer.
+    assert judged([record], Judged.REQUESTS) == [record]
+    attempts = judged([record], Judged.ATTEMPTS)
+    assert [a.status for a in attempts] == [503, 503, 200]
+    assert [a.scheduled for a in attempts] == [record.sent, record.attempts[1].sent,
+                                               record.last_sent]  # fmt: skip
+    assert amplification([record]) == 3
+
+
+def test_backoff_and_retry_after_set_the_waits(storm: tuple[str, Target]) -> None:
+    url, state = storm
+    state.refuse = 2
+    backoff = Backoff(initial=0.2, multiplier=2)
+    record = one(url, with_client(retry=RetryPolicy(max_attempts=3, backoff=backoff)))
+    gaps = [b - a for a, b in itertools.pairwise(state.arrivals)]
+    assert record.status == 200 and len(gaps) == 2
+    assert 0.2 <= gaps[0] < 0.35 and 0.4 <= gaps[1] < 0.6  # 0.2 s, then 0.4 s
+    state.arrivals, state.refuse, state.retry_after = [], 1, "1"
+    record = one(url, with_client(retry=RetryPolicy(max_attempts=2, backoff=backoff)))
+    assert record.status == 200 and 1.0 <= state.arrivals[1] - state.arrivals[0] < 1.3
+    state.arrivals, state.refuse = [], 1
+    ignoring = RetryPolicy(max_attempts=2, backoff=backoff, retry_after=False)
+    record = one(url, with_client(retry=ignoring))
+    assert record.status == 200 and state.arrivals[1] - state.arrivals[0] < 0.5
+
+
+def test_a_client_gives_up_after_its_attempts_and_on_what_it_does_not_retry(
+    storm: tuple[str, Target],
+) -> None:
+    url, state = storm
+    state.refuse = 10
+    record = one(url, with_client(retry=RetryPolicy(max_attempts=3)))
+    assert (record.status, record.tries, len(state.arrivals)) == (503, 3, 3)
+    state.arrivals = []
+    record = one(url, with_client(retry=RetryPolicy(on=["429"], max_attempts=3)))
+    assert (record.status, record.tries, len(state.arrivals)) == (503, 1, 1)
+
+
+def test_retries_and_their_waits_fit_in_the_requests_timeout(storm: tuple[str, Target]) -> None:
+    url, state = storm
+    state.refuse, state.retry_after = 10, "30"
+    started = time.monotonic()
+    record = one(url, with_client(retry=RetryPolicy(max_attempts=5)), timeout_s=1.0)
+    assert record.error == "timeout" and record.tries == 2
+    assert time.monotonic() - started < 3
+
+
+def test_a_client_that_walks_away_is_cancelled_not_failed(storm: tuple[str, Target]) -> None:
+    url, _ = storm
+
+    def streamed(**client: Any) -> Any:
+        def request(_index: int) -> RequestSpec:
+            return RequestSpec({"prompt": "hi", "max_new_tokens": 3}, stream=True, **client)
+
+        return request
+
+    record = one(url, streamed(cancel=CancelRule(after_tokens=1)))
+    assert record.cancelled and record.error is None and record.tokens == 1
+    assert record.first_token is not None and record.end is not None
+    # It read one token (the next one is 20 ms behind) and closed: well before the answer ended.
+    assert record.end - record.first_token < 0.02 + 0.01
+    record = one(url, streamed(cancel=CancelRule(after=0.03)))
+    assert record.cancelled and record.error is None and record.end is not None
+    assert 0.03 <= record.end - record.sent < 0.06
+    assert judged([record], Judged.REQUESTS) == []
+    # Not cancelled by a rule it never reached.
+    record = one(url, streamed(cancel=CancelRule(after=5)))
+    assert not record.cancelled and record.status == 200 and record.error is None
