@@ -81,7 +81,9 @@ class Progress:
                 self._line(f"  report: {page}")
 
     def _count(self, data: dict[str, Any]) -> None:
-        if data.get("error"):
+        if data.get("cancelled"):
+            self.counts["cancelled"] += 1
+        elif data.get("error"):
             self.counts["error"] += 1
         elif data.get("status") == 200:
             self.counts["degraded" if data.get("degraded") else "ok"] += 1
@@ -98,7 +100,15 @@ class Progress:
 
     def _verdict(self, verdict: Verdict) -> None:
         summary = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+        counts = verdict.requests
+        if counts.amplification is not None and counts.attempts > counts.total - counts.cancelled:
+            summary += f"; {counts.attempts} attempts (×{counts.amplification:.2f})"
         self._line(f"  requests: {summary}")
+        for name, client in counts.clients.items():
+            amp = "—" if client.amplification is None else f"×{client.amplification:.2f}"
+            self._line(f"    client {name}: {client.requests} requests, {client.attempts} "
+                       f"attempts ({amp}), {client.shed} shed with 429, "
+                       f"{client.cancelled} cancelled")  # fmt: skip
         for outcome in verdict.expectations:
             value = "—" if outcome.measured is None else f"{outcome.measured:.4g}"
             detail = f"; {outcome.detail}" if outcome.detail else ""

@@ -25,7 +25,8 @@ from ._charts import Band, Mark, Series, line_chart
 from ._errors import ReportError
 from ._expect import RequestOutcome, classify
 from ._journal import JOURNAL, PAGE, VERDICT, read_journal
-from ._loadgen import GeneratorHealth, nearest_rank
+from ._loadgen import AttemptRecord, GeneratorHealth, LoadRecord, judged, nearest_rank
+from ._scenario import Judged
 from ._verdict import Judgement, SLOResult, Verdict, read_verdict
 
 _MAX_BINS = 300  # a long run gets coarser bins, so a page stays small
@@ -82,14 +83,10 @@ class RunData:
         return out
 
     def records(self) -> list[RequestRecord]:
-        return [
-            RequestRecord(
-                float(r["scheduled"]), status=r.get("status"), latency_s=r.get("latency_s"),
-                ttft_s=r.get("ttft_s"), tpot_s=r.get("tpot_s"), degraded=bool(r.get("degraded")),
-                error=r.get("error"),
-            )
-            for r in self.requests
-        ]  # fmt: skip
+        """The journaled requests as the run's SLOs judged them (``judged``: its requests or
+        their attempts, never a cancelled one)."""
+        on = Judged(self.started.get("judge", Judged.REQUESTS.value))
+        return [r.to_slo() for r in judged([_load_record(r) for r in self.requests], on)]
 
 
 def load_run(run_dir: Path) -> RunData:
@@ -147,6 +144,23 @@ def load_run(run_dir: Path) -> RunData:
 def _percentile(values: list[float], q: float) -> float | None:
     """The load generator's nearest-rank percentile; None (a gap in a chart) when empty."""
     return nearest_rank(values, q) if values else None
+
+
+def _load_record(r: dict[str, Any]) -> LoadRecord:
+    """A journaled request event, back into the record it was written from."""
+    gaps = [float(g) for g in r.get("gaps") or []]
+    first = r.get("first_token")
+    record = LoadRecord(
+        int(r.get("index", 0)), float(r["scheduled"]), sent=float(r.get("sent") or r["scheduled"]),
+        first_byte=r.get("first_byte"), first_token=first, end=r.get("end"),
+        status=r.get("status"), error=r.get("error"), degraded=bool(r.get("degraded")),
+        tokens=int(r.get("tokens") or 0), gaps=gaps, client=r.get("client"),
+        cancelled=bool(r.get("cancelled")), last_sent=r.get("last_sent"),
+        attempts=[AttemptRecord(float(a["sent"]), float(a["end"]), a.get("status"),
+                                a.get("error")) for a in r.get("attempts") or []],
+    )  # fmt: skip
+    record.last_token = None if first is None else float(first) + sum(gaps)
+    return record
 
 
 def _bins(data: RunData) -> tuple[float, int]:
@@ -306,7 +320,9 @@ def _charts(data: RunData) -> str:
     }  # fmt: skip
     per_s = 1 / resolution
     outcomes = list(RequestOutcome)
-    counts = {o: [sum(1 for r in b if _outcome(r) is o) * per_s for b in bins] for o in outcomes}
+    # A cancelled request is its client's doing: in "sent", in no outcome.
+    counts = {o: [sum(1 for r in b if not r.get("cancelled") and _outcome(r) is o) * per_s
+                  for b in bins] for o in outcomes}  # fmt: skip
     sent = Series("sent", [len(b) * per_s for b in bins], "s0", dashed=True)
     throughput = [sent] + [
         Series(_LABELS[o], counts[o], css)
@@ -314,6 +330,7 @@ def _charts(data: RunData) -> str:
     ]
     out = [line_chart(title="Throughput", unit="req/s", series=throughput, ident="throughput",
                       **common)]  # fmt: skip
+    out += _amplification_chart(data, resolution, count, common)
     # Served answers only: a 2 ms 429 is not a latency of the service's answers.
     latency = []
     for q, css in ((50, "s0"), (95, "s2"), (99, "s3")):
@@ -349,6 +366,35 @@ def _charts(data: RunData) -> str:
                               ident="burn", **common))  # fmt: skip
     out += _metric_charts(data, resolution, count, common)
     return "\n".join(out)
+
+
+def _amplification_chart(
+    data: RunData, resolution: float, count: int, common: dict[str, Any]
+) -> list[str]:
+    """Where clients retry: requests sent per second (each once, when it was scheduled) and
+    attempts sent per second (each when it left), so that a retry storm shows as the gap
+    between them."""
+    if not any(r.get("attempts") or r.get("client") for r in data.requests):
+        return []
+    requests, attempts = [0.0] * count, [0.0] * count
+    per_s = 1 / resolution
+
+    def add(column: list[float], at: float) -> None:
+        i = int(at // resolution)
+        if 0 <= i < count:
+            column[i] += per_s
+
+    for r in data.requests:
+        if r.get("error") == "dropped":
+            continue
+        add(requests, float(r["scheduled"]))
+        sends = [float(a["sent"]) for a in r.get("attempts") or []]
+        last = r.get("last_sent") if r.get("attempts") else r.get("sent")
+        for at in [*sends, float(last if last is not None else r["scheduled"])]:
+            add(attempts, at)
+    series = [Series("requests", requests, "s0", dashed=True), Series("attempts", attempts, "s3")]
+    title = "Retry amplification: attempts and requests sent"
+    return [line_chart(title=title, unit="/s", series=series, ident="amplification", **common)]
 
 
 def _stream_charts(

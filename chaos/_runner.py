@@ -277,6 +277,7 @@ class Runner:
             backend=(self.settings.backend or self.scenario.backend).value,
             environment=_environment(),
             slos=[s.model_dump(mode="json") for s in self.loaded.slos],
+            judge=self.scenario.load.judge.value,
         )  # fmt: skip
         # The handlers cover the observers' work on the verdict too (verdict.json, the report):
         # a signal then is said and waited out, never a KeyboardInterrupt that loses them.
@@ -965,6 +966,8 @@ class Runner:
                         cancelled=sum(r.cancelled for r in mine),
                         ok=sum(classify(r) is RequestOutcome.OK for r in mine if not r.cancelled),
                         amplification=amplification(mine),
+                        shed=sum(a.status == 429 for r in mine for a in r.attempts)
+                        + sum(r.status == 429 for r in mine),
                     )
                     for name in sorted({r.client for r in sent if r.client is not None})
                     if (mine := [r for r in sent if r.client == name])

@@ -179,6 +179,26 @@ class PromptFile(_Strict):
 _RETRY_ON = r"^([45]xx|[45]\d\d|error|timeout|connect|reset|stream|tls)$"
 
 
+def _status_text(value: Any) -> Any:
+    # `503` is a number in YAML; a status is matched as text, as `5xx` is.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+RetryOn = Annotated[
+    str,
+    BeforeValidator(_status_text),
+    Field(pattern=_RETRY_ON),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": _RETRY_ON},
+                {"type": "integer", "minimum": 400, "maximum": 599},
+            ]
+        }
+    ),
+]
+
+
 class Backoff(_Strict):
     """How long a client waits before its next attempt: ``initial`` × ``multiplier``^(n-1)
     before attempt n+1, at most ``max``; with ``jitter``, a uniform draw between 0 and that
@@ -204,7 +224,8 @@ class RetryPolicy(_Strict):
     """A client that tries again: on which answers, how often, how long it waits, whether it
     honours ``Retry-After``. Every attempt is recorded; the request's outcome is its last."""
 
-    on: list[Annotated[str, Field(pattern=_RETRY_ON)]] = Field(
+    # Not `on`: YAML 1.1 reads an unquoted `on` key as the boolean true.
+    when: list[RetryOn] = Field(
         default_factory=lambda: ["429", "503", "connect", "reset"], min_length=1
     )
     """statuses (`503`, `5xx`) and failures (`timeout`, `connect`, `reset`, `stream`, `tls`,
@@ -218,7 +239,7 @@ class RetryPolicy(_Strict):
 
     def retries(self, status: int | None, error: str | None) -> bool:
         """Whether an attempt that ended so is tried again (if attempts are left)."""
-        for pattern in self.on:
+        for pattern in self.when:
             if error is not None:
                 if pattern in ("error", error):
                     return True

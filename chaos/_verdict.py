@@ -223,6 +223,8 @@ class ClientCounts(_Model):
     cancelled: int
     ok: int
     amplification: float | None
+    shed: int = 0
+    """Attempts the service shed (answered 429), retried or last."""
 
 
 class RequestCounts(_Model):

@@ -8,6 +8,7 @@ import hashlib
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,3 +184,57 @@ def test_a_signal_to_the_harness_at_any_moment_leaves_nothing_behind(
     assert not (isolated / "lease.json").exists()
     assert corrupted_files(registry) == []
     assert repair(isolated, log=lambda _m: None) == []
+
+
+def _journal(verdict: Verdict, tmp_path: Path) -> list[dict[str, Any]]:
+    return [
+        e for e in read_journal(tmp_path / "reports" / verdict.run_id) if e["type"] == "request"
+    ]
+
+
+def test_a_cut_stream_on_the_client_hop_is_a_failed_request(isolated: Path, tmp_path: Path) -> None:
+    verdict = run("stream-cut", tmp_path)
+    (fault,) = verdict.faults
+    assert fault.applied is not None and fault.reverted is not None and fault.affected
+    failed = [r for r in _journal(verdict, tmp_path) if r["error"] is not None]
+    # Each answer the toxic cut is an error though its status was 200 and tokens came.
+    assert len(failed) == fault.affected
+    assert all(r["status"] == 200 and r["first_token"] is not None for r in failed)
+    assert all(fault.applied - 0.5 <= r["scheduled"] <= fault.reverted for r in failed)
+
+
+def test_a_stall_on_the_primary_links_shows_between_tokens_not_before_them(
+    isolated: Path, tmp_path: Path
+) -> None:
+    verdict = run("stream-stall", tmp_path)
+    (fault,) = verdict.faults
+    requests = _journal(verdict, tmp_path)
+    assert all(r["status"] == 200 and r["error"] is None for r in requests)
+    stalled = [r for r in requests if max(r["gaps"]) >= 1.0]
+    assert stalled and len(stalled) <= (fault.affected or 0)
+    assert all(fault.applied - 0.5 <= r["scheduled"] <= fault.reverted for r in stalled)
+    assert max(r["ttft_s"] for r in requests) < 1.0
+
+
+def test_naive_retries_amplify_a_blip_that_backoff_waits_out(
+    isolated: Path, tmp_path: Path
+) -> None:
+    verdict = run("retry-storm", tmp_path)
+    clients = verdict.requests.clients
+    assert set(clients) == {"naive", "backoff"}
+    requests = _journal(verdict, tmp_path)
+    # The verdict's figures are the journal's: every attempt recorded once.
+    for name, counts in clients.items():
+        mine = [r for r in requests if r.get("client") == name]
+        assert counts.requests == len(mine)
+        assert counts.attempts == sum(len(r.get("attempts", [])) + 1 for r in mine)
+    assert verdict.requests.attempts == sum(c.attempts for c in clients.values()) + sum(
+        1 for r in requests if r.get("client") is None
+    )
+    naive, backoff = (verdict.expectations[i].measured for i in (0, 1))
+    assert naive is not None and backoff is not None and naive > backoff + 1
+    # A naive client's retries leave at once; a patient one's wait at least its Retry-After.
+    for r in requests:
+        sends = [a["sent"] for a in r.get("attempts", [])] + [r.get("last_sent")]
+        if r.get("client") == "backoff" and len(sends) > 1 and r["attempts"][0]["status"] == 503:
+            assert sends[1] - r["attempts"][0]["end"] >= 2.0 - 0.05

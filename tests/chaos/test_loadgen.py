@@ -467,7 +467,7 @@ def test_a_client_gives_up_after_its_attempts_and_on_what_it_does_not_retry(
     record = one(url, with_client(retry=RetryPolicy(max_attempts=3)))
     assert (record.status, record.tries, len(state.arrivals)) == (503, 3, 3)
     state.arrivals = []
-    record = one(url, with_client(retry=RetryPolicy(on=["429"], max_attempts=3)))
+    record = one(url, with_client(retry=RetryPolicy(when=["429"], max_attempts=3)))
     assert (record.status, record.tries, len(state.arrivals)) == (503, 1, 1)
 
 
