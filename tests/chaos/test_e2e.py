@@ -15,6 +15,9 @@ import pytest
 from chaos import (
     Runner,
     RunSettings,
+    StreamToxicType,
+    ToxiproxyClient,
+    ToxiproxyServer,
     Verdict,
     load_scenario,
     read_journal,
@@ -238,3 +241,31 @@ def test_naive_retries_amplify_a_blip_that_backoff_waits_out(
         sends = [a["sent"] for a in r.get("attempts", [])] + [r.get("last_sent")]
         if r.get("client") == "backoff" and len(sends) > 1 and r["attempts"][0]["status"] == 503:
             assert sends[1] - r["attempts"][0]["end"] >= 2.0 - 0.05
+
+
+def test_a_stream_fault_a_killed_harness_left_on_a_shared_toxiproxy_is_removed(
+    isolated: Path, tmp_path: Path, toxiproxy: ToxiproxyServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a Toxiproxy that outlives runs (ICHAOS_TOXIPROXY_URL), a SIGKILLed run's proxies and
+    their stream toxics stay; the next run's repair removes them."""
+    monkeypatch.setenv("ICHAOS_TOXIPROXY_URL", toxiproxy.url)
+    reports = tmp_path / "reports"
+
+    def stream_toxics(api: ToxiproxyClient) -> list[str]:
+        return [f"{name}:{t.type.value}" for name in api.proxies() for t in api.toxics(name)
+                if isinstance(t.type, StreamToxicType)]  # fmt: skip
+
+    with (
+        toxiproxy.client() as api,
+        harness(SCENARIOS / "stream-cut.yaml", reports, tmp_path / "ichaos.log") as child,
+    ):
+        wait_until(lambda: _journal_has(reports, "fault_applied"), timeout=240, interval=0.1,
+                   message="the stream fault applied", process=child)  # fmt: skip
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        left = stream_toxics(api)
+        assert left and all(t.endswith(":stream_cut") for t in left), left
+        done = repair(isolated, log=lambda _m: None)
+        assert any("removed proxy" in line for line in done), done
+        assert stream_toxics(api) == []
+    wait_until(lambda: service_processes(tmp_path) == [], timeout=20, message="stack gone")
