@@ -185,3 +185,30 @@ def test_a_stalled_stream_shows_in_its_longest_gap_not_its_first_token(
             assert r["gaps"][0] >= 1.4, r  # the token before it), or
         else:  # one the revert released: its held tokens went on as the toxic was removed
             assert resumed <= fault.reverted + 0.3, r
+
+
+def test_naive_retries_amplify_a_503_blip_that_backoff_waits_out(
+    example_env: Example, tmp_path: Path
+) -> None:
+    result, journal = _run("retry-storm.yaml", example_env, tmp_path)
+    verdict = result.verdict
+    naive, backoff = (verdict.expectations[i].measured for i in (0, 1))
+    assert naive is not None and backoff is not None and naive > backoff
+    requests = _requests(journal)
+    clients = verdict.requests.clients
+    for name in ("naive", "backoff"):
+        mine = [r for r in requests if r.get("client") == name]
+        assert clients[name].attempts == sum(len(r.get("attempts", [])) + 1 for r in mine)
+    for r in requests:
+        if not r.get("attempts"):
+            continue
+        sends = [a["sent"] for a in r["attempts"]] + [r["last_sent"]]
+        waits = [b["sent"] - a["end"] if b is not r else r["last_sent"] - a["end"]
+                 for a, b in zip(r["attempts"], [*r["attempts"][1:], r], strict=True)]  # fmt: skip
+        assert len(sends) == len(waits) + 1
+        # The injected 503 says Retry-After: 2: the patient clients wait it, the naive don't.
+        after_503 = [w for a, w in zip(r["attempts"], waits, strict=True) if a["status"] == 503]
+        if r["client"] == "backoff":
+            assert all(w >= 2.0 - 0.05 for w in after_503), r
+        else:
+            assert all(w < 0.5 for w in after_503), r
