@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,3 +151,39 @@ def test_the_latency_chart_shows_served_answers_only(tmp_path: Path) -> None:
     page = render_run(run_dir).read_text()
     assert "2–3s: sent 40, succeeded 20, degraded 0, shed 20, failed 0 req/s" in page
     assert "2–3s: p50 50, p95 50, p99 50 ms" in page  # the 2 ms 429s are not in it
+
+
+def _rewrite_requests(run_dir: Path, change: Any) -> None:
+    journal = run_dir / "journal.jsonl"
+    lines = []
+    for line in journal.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("type") == "request":
+            change(event)
+        lines.append(json.dumps(event))
+    journal.write_text("\n".join(lines) + "\n")
+
+
+def test_retries_chart_attempts_against_requests_and_cancelled_requests_are_judged_by_nothing(
+    tmp_path: Path,
+) -> None:
+    run_dir = make_run(tmp_path, "retries", status="incomplete")
+
+    def change(event: dict[str, Any]) -> None:
+        at = float(event["scheduled"])
+        if 2 <= at < 3:  # every request of second 2 took two attempts, the first one a 503
+            event["client"] = "naive"
+            event["attempts"] = [{"sent": at, "end": at + 0.01, "status": 503, "error": None}]
+            event["last_sent"] = at + 0.02
+        if 3 <= at < 4:  # every one of second 3 was cancelled by its client
+            event["client"], event["cancelled"] = "impatient", True
+            event["status"], event["error"] = 200, None
+
+    _rewrite_requests(run_dir, change)
+    page = render_run(run_dir).read_text()
+    assert "amplification" in charts(page)
+    assert "2–3s: requests 20, attempts 40 /s" in page
+    assert "4–5s: requests 20, attempts 20 /s" in page
+    # Cancelled: sent, yet in no outcome, and in no SLO's events (380 of the 400).
+    assert "3–4s: sent 20, succeeded 0, degraded 0, shed 0, failed 0 req/s" in page
+    assert load_run(run_dir).records().__len__() == 380

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from chaos import (
+    Backoff,
     Corruption,
     ModelFault,
     PartitionFault,
@@ -264,3 +265,43 @@ def test_every_shipped_scenario_validates(path: Path) -> None:
     assert scenario.description, "a shipped scenario says what it shows"
     assert scenario.expect, "a shipped scenario asserts something"
     assert scenario.load.duration <= 60, "the suite stays runnable in CI"
+
+
+@pytest.mark.parametrize(
+    ("clients", "message"),
+    [
+        (
+            "[{name: a, share: 0.7}, {name: b, share: 0.5}]",
+            "client groups share more than all the requests: 0.7 + 0.5 > 1",
+        ),
+        ("[{name: a, share: 0.2}, {name: a, share: 0.2}]", "client groups need names of their own"),
+        ("[{name: a, share: 0.2, cancel: {after_tokens: 3}}]", "counts streamed tokens"),
+        ("[{name: a, share: 0.2, cancel: {}}]", "give `after_tokens` or `after`, one of them"),
+        ("[{name: a, share: 0.2, retry: {on: [503]}}]", "load.clients[0].retry[1]"),
+        ("[{name: a, share: 0.2, retry: {when: [302]}}]", "retry.when[0]: String should match"),
+        ("[{name: a, share: 0.2, retry: {max_attempts: 1}}]", "greater than or equal to 2"),
+    ],
+)
+def test_client_group_mistakes_are_explained(tmp_path: Path, clients: str, message: str) -> None:
+    text = error_of(tmp_path, f"name: x\nload: {{rate: 5/s, duration: 10s, clients: {clients}}}\n")
+    assert message in text
+
+
+def test_an_amplification_expectation_names_a_client_group(tmp_path: Path) -> None:
+    body = """\
+        name: x
+        load: {rate: 5/s, duration: 10s, clients: [{name: naive, share: 0.5, retry: {}}]}
+        expect:
+          - {kind: amplification, client: EXPECTED, max: 2}
+        """
+    text = error_of(tmp_path, body.replace("EXPECTED", "naïve"))
+    assert "expect[0].client: no client group named 'naïve' (groups: ['naive'])" in text
+    text = error_of(tmp_path, body.replace("EXPECTED, max: 2", "naive"))
+    assert "expect[0]: give `max`, `min` or both" in text
+    scenario = load_scenario(write(tmp_path, body.replace("EXPECTED", "naive")))
+    policy = scenario.scenario.load.clients[0].retry
+    assert policy is not None and policy.when == ["429", "503", "connect", "reset"]
+    assert policy.retries(503, None) and policy.retries(None, "reset")
+    assert not policy.retries(500, None) and not policy.retries(None, "timeout")
+    assert Backoff(initial=0.5, multiplier=2, max=3).wait(3, 0.5) == 2.0
+    assert Backoff(initial=0.5, multiplier=2, max=3, jitter=True).wait(4, 0.5) == 1.5
