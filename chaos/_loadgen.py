@@ -241,7 +241,7 @@ class _WalkedAway(Exception):
 
 
 @contextlib.contextmanager
-def _walks_away(record: LoadRecord, after: float) -> Iterator[None]:
+def _walks_away(after: float) -> Iterator[None]:
     """Cancel the attempt in progress ``after`` seconds from now; the cancellation surfaces as
     :class:`_WalkedAway`, so that the request's own timeout stays a timeout."""
     task = asyncio.current_task()
@@ -425,7 +425,7 @@ class LoadGenerator:
         try:
             spec = self.request(record.index)
             record.client = spec.client
-            jitter = random.Random(spec.seed)
+            jitter: random.Random | None = None  # made at the first retry: most never retry
             # The timeout is the user's: the whole request, its retries and waits included.
             async with asyncio.timeout(self.timeout_s):
                 while True:
@@ -437,6 +437,7 @@ class LoadGenerator:
                     ):  # fmt: skip
                         break
                     record.end = now()
+                    jitter = jitter or random.Random(spec.seed)
                     wait = policy.backoff.wait(record.tries, jitter.random())
                     if policy.retry_after and retry_after is not None:
                         wait = max(wait, retry_after)
@@ -462,12 +463,12 @@ class LoadGenerator:
         """One attempt into ``record``; a failure is its error. Returns the seconds the
         answer's ``Retry-After`` asked for (None: none)."""
         retry_after: float | None = None
+        walk_away: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if spec.cancel is not None and spec.cancel.after is not None:
+            sent = record.sent if record.last_sent is None else record.last_sent
+            walk_away = _walks_away(max(spec.cancel.after - (now() - sent), 0.0))
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                if spec.cancel is not None and spec.cancel.after is not None:
-                    sent = record.sent if record.last_sent is None else record.last_sent
-                    left = spec.cancel.after - (now() - sent)
-                    stack.enter_context(_walks_away(record, max(left, 0.0)))
+            with walk_away:
                 if spec.stream:
                     retry_after = await self._stream(client, spec, record, now)
                 else:
