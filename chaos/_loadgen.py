@@ -421,7 +421,6 @@ class LoadGenerator:
         def now() -> float:
             return loop.time() - start
 
-        spec: RequestSpec | None = None
         try:
             spec = self.request(record.index)
             record.client = spec.client
@@ -441,8 +440,10 @@ class LoadGenerator:
                     wait = policy.backoff.wait(record.tries, jitter.random())
                     if policy.retry_after and retry_after is not None:
                         wait = max(wait, retry_after)
-                    record.retried()
+                    # Waited out before the attempt is counted: a timeout during the wait
+                    # leaves the last attempt sent as the last, not one that never left.
                     await asyncio.sleep(wait)
+                    record.retried()
                     record.last_sent = now()
         except (TimeoutError, aiohttp.ClientError) as exc:
             record.error = _classify(exc)
