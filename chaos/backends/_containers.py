@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -150,13 +151,14 @@ def toxiproxy_in(container: Any) -> ToxiproxyClient:
     return client
 
 
-ContainerEvent = Callable[[str, dict[str, str]], None]
+# (action, attributes, when): ``when`` is the engine's Unix time of the event.
+ContainerEvent = Callable[[str, dict[str, str], float], None]
 
 
 def follow_run_events(client: Any, run: str, on_event: ContainerEvent) -> Any:
     """The engine's container events of ``run``, each given to ``on_event(action,
-    attributes)`` on a thread of its own; the stream is returned (closing it ends the thread).
-    ``start`` is the action of every start (podman also says ``restart``)."""
+    attributes, when)`` on a thread of its own; the stream is returned (closing it ends the
+    thread). ``start`` is the action of every start (podman also says ``restart``)."""
     # One label only: podman matches events with any of several labels, Docker with all.
     stream = client.events(
         decode=True, filters={"label": [f"{LABEL_RUN}={run}"], "type": ["container"]}
@@ -168,10 +170,23 @@ def follow_run_events(client: Any, run: str, on_event: ContainerEvent) -> Any:
                 action = str(event.get("Action") or event.get("status") or "")
                 attributes = (event.get("Actor") or {}).get("Attributes") or {}
                 if attributes.get(LABEL_RUN) == run:
-                    on_event(action, attributes)
+                    on_event(action, attributes, event_time(event))
 
     threading.Thread(target=relay, name=f"ichaos-events-{run}", daemon=True).start()
     return stream
+
+
+def event_time(event: dict[str, Any]) -> float:
+    """When the engine says an event happened (Unix seconds). ``timeNano`` where given; a
+    whole-second ``time`` is read as the end of its second, the latest the event can have been;
+    now where the engine said neither."""
+    nano = event.get("timeNano")
+    if isinstance(nano, int) and nano > 0:
+        return nano / 1e9
+    seconds = event.get("time")
+    if isinstance(seconds, int | float) and seconds > 0:
+        return float(seconds) + 0.999
+    return time.time()
 
 
 def exit_code(attributes: dict[str, str]) -> int | None:

@@ -149,7 +149,8 @@ class ComposeTarget(StackTarget):
         self._ready: dict[str, bool] = dict.fromkeys(stack.stack.services, False)
         self._started_at: dict[str, float] = {}
         self._starts: dict[str, int] = {}
-        self._planned: set[str] = set()
+        # Services whose exit the run asked the engine for, with when it asked (Unix time).
+        self._planned: dict[str, float] = {}
         self._stopping = threading.Event()
         self._followers: list[Any] = []
         self._monitor: threading.Thread | None = None
@@ -376,15 +377,21 @@ class ComposeTarget(StackTarget):
     def _follow_engine_events(self) -> None:
         self._followers.append(follow_run_events(self.client, self.run_id, self._relay))
 
-    def _relay(self, action: str, attributes: dict[str, str]) -> None:
+    def _relay(self, action: str, attributes: dict[str, str], when: float) -> None:
         name = attributes.get(LABEL_SERVICE)
         if name not in self._ready:
             return
         if action == "die":
             code = exit_code(attributes)
             with self._lock:
-                planned = name in self._planned
-                self._planned.discard(name)
+                # Planned only if it died after the run asked: a start failing on its own
+                # just before a restart was asked for (its event relayed after the asking)
+                # is the service's exit, and the restart's own exit, which follows, the
+                # planned one.
+                asked = self._planned.get(name)
+                planned = asked is not None and when >= asked
+                if planned:
+                    del self._planned[name]
                 self._ready[name] = False
             # A container's status 128+N is its process's death by signal N (the init's
             # convention), as a process's -N is: `signal` says it either way.
@@ -439,7 +446,7 @@ class ComposeTarget(StackTarget):
 
         if action in ("stop", "restart"):
             with self._lock:  # an exit the run asked the engine for: planned
-                self._planned.update(keys)
+                self._planned.update(dict.fromkeys(keys, time.time()))
         return container_action(
             [self._containers[k] for k in keys], action, label, networks=networks,
             aliases=aliases, timeout=max(timeout.values()),
@@ -448,7 +455,7 @@ class ComposeTarget(StackTarget):
     def restart_service(self, name: str) -> None:
         container = self._containers[name]
         with self._lock:
-            self._planned.add(name)
+            self._planned[name] = time.time()
         timeout = int(self.stack.stack.services[name].stop_timeout)
         try:
             container.restart(timeout=timeout)

@@ -350,7 +350,7 @@ class DockerTarget(Target):
     def _follow_engine_events(self) -> None:
         self._followers.append(follow_run_events(self.client, self.run_id, self._relay))
 
-    def _relay(self, action: str, attributes: dict[str, str]) -> None:
+    def _relay(self, action: str, attributes: dict[str, str], when: float) -> None:
         if attributes.get(LABEL_ROLE) != "worker":
             return
         ident = {
