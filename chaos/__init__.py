@@ -13,6 +13,7 @@ from ._errors import (
     RevertError,
     ScenarioError,
     ScrapeError,
+    ShardError,
     WaitTimeout,
 )
 from ._events import EventBus, EventType, Observer, RunEvent
@@ -173,6 +174,7 @@ __all__ = [
     "ScrapeError",
     "ServicesTarget",
     "Shape",
+    "ShardError",
     "SignalInjector",
     "SignalKind",
     "Spike",

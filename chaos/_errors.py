@@ -15,6 +15,7 @@ HarnessError
 ├── ToxiproxyUnavailable the Toxiproxy server cannot be reached or started
 ├── ScrapeError          a metrics endpoint gave no Prometheus text (its series have no value)
 ├── ReportError          a directory is not a run directory, or its journal cannot be read
+├── ShardError           sharded load could not start: no Ray, no room, a shard that never came
 └── Quit                 the operator ended a game day
 
 Outside the tree, on purpose:
@@ -74,6 +75,12 @@ class OptionError(HarnessError, ValueError):
 
 class ReportError(HarnessError):
     """A directory is not a run directory, or its journal cannot be read."""
+
+
+class ShardError(HarnessError):
+    """Sharded load could not start: Ray is not installed, the cluster cannot be joined or has
+    no room for the shards, or a shard did not come up (a shard lost mid-run is not raised:
+    it makes the run invalid)."""
 
 
 class ScrapeError(HarnessError):

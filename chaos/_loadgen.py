@@ -23,9 +23,9 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict
@@ -36,6 +36,8 @@ from ._protocols import AnswerRules, Api, StreamReader, parse_json, read_answer
 
 if TYPE_CHECKING:
     from ._scenario import CancelRule, Judged, RetryPolicy
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,26 @@ class LoadRecord:
         )
 
 
+class ShardHealth(BaseModel):
+    """One shard of a sharded load: where it ran, its clock's offset to the controller's (and
+    the round trip that was measured over), the requests dealt to it and started, its own
+    schedule lag p99 and CPU, and why it was not healthy (none: it was)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    shard: int
+    node: str
+    host: str
+    clock_offset_ms: float
+    clock_rtt_ms: float
+    scheduled: int
+    started: int
+    lag_p99_ms: float
+    cpu_share: float
+    lost: bool
+    reasons: tuple[str, ...]
+
+
 class GeneratorHealth(BaseModel):
     """The generator's own health over a run: requests scheduled, started, late (by more
     than ``late_after``) and dropped (at the in-flight limit); schedule lag percentiles; its
@@ -161,12 +183,46 @@ class GeneratorHealth(BaseModel):
     lag_p50_ms: float
     lag_p99_ms: float
     lag_max_ms: float
-    cpu_share: float  # process CPU seconds per wall second, over the run
+    cpu_share: float  # process CPU seconds per wall second, over the run (sharded: the most)
     reasons: tuple[str, ...]
+    shards: tuple[ShardHealth, ...] = ()  # a sharded load's, each; () for one process
 
     @property
     def valid(self) -> bool:
         return not self.reasons
+
+
+@dataclass(frozen=True)
+class LagFigures:
+    """The schedule figures of a set of records, the one definition: lag is a request's send
+    minus its scheduled time; a request dropped at the in-flight limit was never sent and has
+    none; ``late`` counts lags over ``late_after``; percentiles are nearest-rank."""
+
+    started: int
+    late: int
+    dropped: int
+    p50: float
+    p99: float
+    max: float
+
+    @classmethod
+    def of(cls, records: list[LoadRecord], late_after: float) -> LagFigures:
+        lags = [r.lag for r in records if r.error != "dropped"]
+        return cls(
+            started=len(lags), late=sum(1 for lag in lags if lag > late_after),
+            dropped=len(records) - len(lags), p50=nearest_rank(lags, 50),
+            p99=nearest_rank(lags, 99), max=max(lags, default=0.0),
+        )  # fmt: skip
+
+    def health(
+        self, *, scheduled: int, cpu_share: float, reasons: list[str],
+        shards: tuple[ShardHealth, ...] = (),
+    ) -> GeneratorHealth:  # fmt: skip
+        return GeneratorHealth(
+            scheduled=scheduled, started=self.started, late=self.late, dropped=self.dropped,
+            lag_p50_ms=self.p50 * 1000, lag_p99_ms=self.p99 * 1000, lag_max_ms=self.max * 1000,
+            cpu_share=cpu_share, reasons=tuple(reasons), shards=shards,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -234,6 +290,18 @@ def frozen_heap() -> Iterator[None]:
     finally:
         if outermost:
             gc.unfreeze()
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """``main`` on an event loop of its own: uvloop's where it is installed (the
+    ``distributed`` extra brings it), whose lower cost per callback is schedule kept at high
+    rates, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 class _WalkedAway(Exception):
@@ -315,6 +383,7 @@ class LoadGenerator:
         on_record: Callable[[LoadRecord], None] | None = None,
         origin: float | None = None,
         first_index: int = 0,
+        indices: Sequence[int] | None = None,
         headers: dict[str, str] | None = None,
         rules: AnswerRules | None = None,
         server_hostname: str | None = None,
@@ -322,7 +391,8 @@ class LoadGenerator:
     ) -> None:
         """``origin``: the monotonic instant that ``schedule`` counts from (default: when
         :meth:`run` starts), so a second generator can share a run's time axis.
-        ``first_index``: the first request's index (a second generator's come after).
+        ``first_index``: the first request's index (a second generator's come after);
+        ``indices``: each request's own index instead (a shard's: every N-th of the run's).
         ``headers``: sent with every request (an API key, a tenant). ``rules``: how an answer
         says it is degraded. ``server_hostname``: the name TLS verifies the certificate
         against when ``url`` is an https proxy address in front of the real host;
@@ -338,11 +408,15 @@ class LoadGenerator:
         self.on_record = on_record
         self.origin = origin
         self.first_index = first_index
+        self.indices = indices
+        if indices is not None and len(indices) != len(schedule):
+            raise ValueError(f"{len(indices)} indices for {len(schedule)} scheduled requests")
         self.headers = dict(headers or {})
         self.rules = rules or AnswerRules()
         self.server_hostname = server_hostname
         self.ssl_context = ssl_context
         self._pending: dict[int, LoadRecord] = {}  # sent, not yet answered
+        self.start_timeout_s = 30.0  # how long a runner waits for ``started``
         # Set when the first request is due: t = 0 of the run, on both clocks, so a runner can
         # schedule faults on the same time axis as the requests.
         self.started = threading.Event()
@@ -350,7 +424,9 @@ class LoadGenerator:
         self.start_wall = math.nan
 
     async def run(self, stop: asyncio.Event | None = None) -> LoadResult:
-        loop = asyncio.get_running_loop()
+        # Every instant is read from time.monotonic(), never loop.time(): uvloop's is the
+        # loop's cached time in whole milliseconds, too coarse for token gaps and lag.
+        clock = time.monotonic
         connector = aiohttp.TCPConnector(
             limit=self.max_in_flight, keepalive_timeout=_KEEPALIVE_S, ttl_dns_cache=None
         )
@@ -361,18 +437,20 @@ class LoadGenerator:
         async with aiohttp.ClientSession(
             self.url, connector=connector, timeout=timeout, auto_decompress=False
         ) as client:
-            start = loop.time() if self.origin is None else self.origin
-            started_wall = time.time() - (loop.time() - start)
+            start = clock() if self.origin is None else self.origin
+            started_wall = time.time() - (clock() - start)
             self.start_monotonic, self.start_wall = start, started_wall
             self.started.set()
-            began, cpu_start = loop.time(), time.process_time()
+            began, cpu_start = clock(), time.process_time()
             for index, offset in enumerate(self.schedule):
                 if stop is not None and stop.is_set():
                     break
-                delay = start + offset - loop.time()
-                if delay > 0:
+                # Never early: uvloop's timers are whole milliseconds and may fire up to one
+                # before the due instant; what is left is waited out again.
+                while (delay := start + offset - clock()) > 0:  # noqa: ASYNC110 - a deadline
                     await asyncio.sleep(delay)
-                record = LoadRecord(self.first_index + index, offset, sent=loop.time() - start)
+                number = self.first_index + index if self.indices is None else self.indices[index]
+                record = LoadRecord(number, offset, sent=clock() - start)
                 records.append(record)
                 if len(in_flight) >= self.max_in_flight:
                     # Never sent, yet a request of the schedule: a record like any other (and
@@ -389,37 +467,26 @@ class LoadGenerator:
                 task.add_done_callback(in_flight.discard)
             if in_flight:
                 await asyncio.gather(*in_flight)
-            wall = max(loop.time() - began, 1e-9)
+            wall = max(clock() - began, 1e-9)
             cpu_share = (time.process_time() - cpu_start) / wall
         return LoadResult(records, self._health(records, dropped, cpu_share), started_wall)
 
     def _health(self, records: list[LoadRecord], dropped: int, cpu: float) -> GeneratorHealth:
-        lags = [r.lag for r in records if r.error != "dropped"]
-        p99 = nearest_rank(lags, 99)
+        figures = LagFigures.of(records, self.late_after_s)
         reasons = []
         if dropped:
             reasons.append(f"{dropped} requests dropped at the in-flight limit")
-        if p99 > self.max_lag_p99_s:
-            reasons.append(f"schedule lag p99 {p99 * 1000:.1f} ms > {self.max_lag_p99_s * 1000:g}")
+        if figures.p99 > self.max_lag_p99_s:
+            reasons.append(
+                f"schedule lag p99 {figures.p99 * 1000:.1f} ms > {self.max_lag_p99_s * 1000:g}"
+            )
         if cpu > self.max_cpu_share:
             reasons.append(f"generator CPU {cpu:.0%} of a core > {self.max_cpu_share:.0%}")
-        return GeneratorHealth(
-            scheduled=len(self.schedule),
-            started=len(lags),
-            late=sum(1 for lag in lags if lag > self.late_after_s),
-            dropped=dropped,
-            lag_p50_ms=nearest_rank(lags, 50) * 1000,
-            lag_p99_ms=p99 * 1000,
-            lag_max_ms=max(lags, default=0.0) * 1000,
-            cpu_share=cpu,
-            reasons=tuple(reasons),
-        )
+        return figures.health(scheduled=len(self.schedule), cpu_share=cpu, reasons=reasons)
 
     async def _send(self, client: aiohttp.ClientSession, record: LoadRecord, start: float) -> None:
-        loop = asyncio.get_running_loop()
-
         def now() -> float:
-            return loop.time() - start
+            return time.monotonic() - start
 
         try:
             spec = self.request(record.index)

@@ -9,6 +9,8 @@ backend     ``--backend``     ``--chaos-backend``    ``chaos_backend``
 url         ``--url``         ``--chaos-url``        ``chaos_url``
 seed        ``--seed``        ``--chaos-seed``       ``chaos_seed``
 report dir  ``--report-dir``  ``--chaos-report``     ``chaos_report``
+shards      ``--load-shards`` ``--chaos-load-shards`` ``chaos_load_shards``
+Ray         ``--ray-address`` ``--chaos-ray-address`` ``chaos_ray_address``
 =========== ================= ====================== ==================
 """
 
@@ -36,6 +38,23 @@ def _seed(text: str) -> int:
         return int(text)
     except ValueError:
         raise ValueError("expected an integer") from None
+
+
+def _shards(text: str) -> int:
+    try:
+        shards = int(text)
+    except ValueError:
+        raise ValueError("expected a whole number of shards, 1 to 256") from None
+    if not 1 <= shards <= 256:
+        raise ValueError("expected a whole number of shards, 1 to 256")
+    return shards
+
+
+def _ray_address(text: str) -> str:
+    text = text.strip()
+    if not text or any(c.isspace() for c in text) or len(text) > 512:
+        raise ValueError("expected a Ray cluster address: auto, HOST:PORT or ray://HOST:PORT")
+    return text
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,23 @@ OPTIONS: tuple[RunOption, ...] = (
         "where run directories and reports go (default: reports)",
         Path,
         metavar="DIR",
+    ),
+    RunOption(
+        "load_shards",
+        "load-shards",
+        "load-shards",
+        "send the load from N shards on a Ray cluster instead of each scenario's load.shards",
+        _shards,
+        metavar="N",
+    ),
+    RunOption(
+        "ray_address",
+        "ray-address",
+        "ray-address",
+        "the Ray cluster sharded load joins (default: the scenario's, RAY_ADDRESS, else a "
+        "local one started for the run)",
+        _ray_address,
+        metavar="ADDRESS",
     ),
 )
 

@@ -29,7 +29,7 @@ import httpx
 from slo import SLO, Evaluation, RequestRecord, evaluate
 
 from ._checks import wrong_backend
-from ._errors import HarnessError, InjectionError, RevertError, WaitTimeout
+from ._errors import HarnessError, InjectionError, RevertError, ShardError, WaitTimeout
 from ._events import EventBus, EventType, Observer, RunEvent
 from ._expect import (
     Facts,
@@ -54,6 +54,7 @@ from ._loadgen import (
     amplification,
     frozen_heap,
     judged,
+    run_loop,
 )
 from ._loading import LoadedScenario
 from ._protocols import request_body
@@ -92,6 +93,7 @@ from ._version import __version__
 from ._wait import wait_until
 from .backends import LocalTarget, ServicesTarget, Target, UrlTarget, repair
 from .injectors import Acted, Injector
+from .shards import GeneratorSettings, RayEngine, ShardedLoad, sharding_problem
 
 _TICK = 0.25  # how often abort conditions and the gateway's events are looked at
 
@@ -110,6 +112,8 @@ class RunSettings:
     backend: Backend | None = None  # overrides the scenario's
     url: str | None = None  # for the url backend
     seed: int | None = None  # overrides the scenario's
+    load_shards: int | None = None  # overrides the scenario's load.shards
+    ray_address: str | None = None  # overrides the scenario's load.ray_address
     run_id: str | None = None
     settle: float = 20.0  # how long steady state may take to come back after the run
 
@@ -218,7 +222,8 @@ class Runner:
         self._lock = threading.Lock()
         self.state = _State()
         self._next_index = 0
-        self._generators: list[LoadGenerator] = []  # the main load's and every burst's
+        # The main load's and every burst's.
+        self._generators: list[LoadGenerator | ShardedLoad] = []
         self._scraper: Scraper | None = None
         self._load_running = False  # the timeline is on: probes read scrapes, not make them
         self._interruptible = True  # False once the final revert and stop have begun
@@ -307,6 +312,8 @@ class Runner:
     def _provision_and_experiment(self) -> None:
         target: Target | None = None
         try:
+            if problem := sharding_problem(self.settings.load_shards or self.scenario.load.shards):
+                raise ShardError(problem)  # before anything starts
             # What an earlier run killed with SIGKILL left (processes, proxies, damaged model
             # files): undone first, each thing said, before anything of this run starts.
             repair(log=lambda line: self.emit(EventType.REPAIR, text=line))
@@ -376,11 +383,7 @@ class Runner:
         load = self.scenario.load
         times = schedule(load.to_shape(), load.duration, arrivals=load.arrivals, seed=self.seed)
         self._next_index = len(times)  # bursts number their requests after the main load's
-        generator = LoadGenerator(
-            target.url, times, self._requests(), on_record=self._on_record,
-            timeout_s=load.timeout, max_lag_p99_s=load.max_lag, max_cpu_share=load.max_cpu,
-            **self._client(target),
-        )  # fmt: skip
+        generator = self._generator(target, times)
         # The heap the run built before the load is frozen while it runs: a full garbage
         # collection would stall the generator's schedule (see frozen_heap).
         with frozen_heap():
@@ -388,7 +391,8 @@ class Runner:
             main = _LoadThread("load", generator)
             main.start()
             try:
-                wait_until(lambda: generator.started.is_set() or not main.is_alive(), timeout=30,
+                wait_until(lambda: generator.started.is_set() or not main.is_alive(),
+                           timeout=generator.start_timeout_s,
                            message="the load generator's start", stop=self._stop)  # fmt: skip
             except WaitTimeout as exc:
                 raise HarnessError(f"the load generator did not start: {exc}") from exc
@@ -423,6 +427,31 @@ class Runner:
             self.state.after_ok = self._probe_phase(
                 target, Phase.AFTER, settle=self.settings.settle
             )
+
+    def _generator(self, target: Target, times: list[float]) -> LoadGenerator | ShardedLoad:
+        """The main load's generator: this process's, or the shards' controller."""
+        load = self.scenario.load
+        shards = self.settings.load_shards or load.shards
+        client = self._client(target)
+        if shards == 1:
+            return LoadGenerator(
+                target.url, times, self._requests(), on_record=self._on_record,
+                timeout_s=load.timeout, max_lag_p99_s=load.max_lag, max_cpu_share=load.max_cpu,
+                **client,
+            )  # fmt: skip
+        ca_file = self.scenario.service.ca_file
+        settings = GeneratorSettings(
+            timeout_s=load.timeout, max_lag_p99_s=load.max_lag, max_cpu_share=load.max_cpu,
+            headers=client["headers"], rules=client["rules"],
+            server_hostname=client["server_hostname"],
+            ca_pem=None if ca_file is None else ca_file.read_text(),
+        )  # fmt: skip
+        engine = RayEngine(self.settings.ray_address or load.ray_address)
+        self.emit(EventType.MESSAGE, text=f"load: {shards} shards on {engine.where}")
+        return ShardedLoad(
+            target.url, times, self._requests(), shards=shards, engine=engine,
+            settings=settings, on_record=self._on_record,
+        )  # fmt: skip
 
     def _timeline(self, target: Target, load: _LoadThread, bursts: list[_LoadThread]) -> None:
         rng = random.Random(self.seed)
@@ -1003,14 +1032,14 @@ class _ThreadStop:
                 self._loop.call_soon_threadsafe(self._event.set)
 
 
-async def _drive(generator: LoadGenerator, stop: _ThreadStop) -> LoadResult:
+async def _drive(generator: LoadGenerator | ShardedLoad, stop: _ThreadStop) -> LoadResult:
     return await generator.run(stop.bind())
 
 
 class _LoadThread(threading.Thread):
     """One load generator on an event loop of its own: what it returned, or why it failed."""
 
-    def __init__(self, name: str, generator: LoadGenerator) -> None:
+    def __init__(self, name: str, generator: LoadGenerator | ShardedLoad) -> None:
         super().__init__(name=name, daemon=True)
         self.generator = generator
         self.stop = _ThreadStop()
@@ -1019,7 +1048,7 @@ class _LoadThread(threading.Thread):
 
     def run(self) -> None:
         try:
-            self.result = asyncio.run(_drive(self.generator, self.stop))
+            self.result = run_loop(_drive(self.generator, self.stop))
         except Exception as exc:  # the run judges it: a dead generator is a harness error
             self.error = f"{type(exc).__name__}: {exc}"
 

@@ -326,6 +326,13 @@ class Load(_Strict):
     judge: Judged = Judged.REQUESTS
     """what SLOs and expectations judge: `requests` (each once, as the user saw it, after its
     retries) or `attempts` (every attempt, as the service saw it)."""
+    shards: Int = Field(default=1, ge=1, le=256)
+    """load generator processes on a Ray cluster, one CPU each (`1`: this process, no Ray);
+    arrival k of the schedule is sent by shard k mod N (needs the `distributed` extra)."""
+    ray_address: str | None = Field(default=None, min_length=1, max_length=512,
+                                    pattern=r"^\S+$")  # fmt: skip
+    """the Ray cluster the shards join (`auto`, `HOST:PORT`, `ray://HOST:PORT`); default:
+    `RAY_ADDRESS`, else a local cluster started and stopped by the run."""
 
     @model_validator(mode="after")
     def _clients(self) -> Load:

@@ -32,6 +32,7 @@ from ._schema import SchemaKind
 from ._schema import schema as render_schema
 from ._stackfile import MAX_STACK_BYTES, is_services_stack, load_stack_file
 from ._version import __version__
+from .shards import sharding_problem
 
 EXIT_USAGE = 2
 REPORTS = Path("reports")
@@ -220,11 +221,14 @@ def _run(args: argparse.Namespace) -> int:
             loaded.scenario.service.api_key()
         except ValueError as exc:  # read before anything starts, so a missing one starts nothing
             problems.append(f"{loaded.path}: {exc}")
+        if problem := sharding_problem(args.load_shards or loaded.scenario.load.shards):
+            problems.append(f"{loaded.path}: {problem}")
     if problems:
         return _usage("\n".join(problems))
     settings = RunSettings(
-        report_dir=args.report_dir or REPORTS, backend=backend, url=args.url, seed=args.seed
-    )
+        report_dir=args.report_dir or REPORTS, backend=backend, url=args.url, seed=args.seed,
+        load_shards=args.load_shards, ray_address=args.ray_address,
+    )  # fmt: skip
     worst = 0
     lines: list[str] = []
     for loaded in scenarios:
@@ -258,7 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             loaded_day = load_gameday(args.file, url=args.url)
         except ScenarioError as exc:
             return _usage(str(exc))
-        settings = RunSettings(report_dir=args.report_dir or REPORTS, url=args.url, seed=args.seed)
+        settings = RunSettings(
+            report_dir=args.report_dir or REPORTS, url=args.url, seed=args.seed,
+            load_shards=args.load_shards, ray_address=args.ray_address,
+        )  # fmt: skip
         day = run_gameday(
             loaded_day, settings, yes=args.yes,
             observers=lambda: [] if args.quiet else [Progress()],

@@ -10,7 +10,11 @@ import types
 import pytest
 
 PACKAGES = ["chaos", "slo", "target_service"]
-SUB_PACKAGES = ["chaos.backends", "chaos.injectors"]  # plugin families, with their own __all__
+SUB_PACKAGES = [
+    "chaos.backends",
+    "chaos.injectors",
+    "chaos.shards",
+]  # plugin families, with their own __all__
 
 
 @pytest.mark.parametrize("package", [*PACKAGES, *SUB_PACKAGES])
@@ -61,7 +65,7 @@ def test_packages_import_without_heavy_dependencies() -> None:
 
     code = (
         "import sys, chaos, chaos.cli, target_service; "
-        "heavy = {'torch', 'transformers', 'fastapi'} & set(sys.modules); "
+        "heavy = {'torch', 'transformers', 'fastapi', 'ray'} & set(sys.modules); "
         "sys.exit(f'imported {sorted(heavy)}' if heavy else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -255,4 +255,4 @@ def test_the_cli_and_the_plugin_take_the_same_settings() -> None:
     flags = {a.dest: a.option_strings for a in run._actions}
     for option in OPTIONS:
         assert flags[option.field] == [f"--{option.cli_name}"]
-        assert option.ini == f"chaos_{option.plugin_name}"
+        assert option.ini == f"chaos_{option.plugin_name.replace('-', '_')}"
