@@ -1071,7 +1071,7 @@ def _health(main: LoadResult, bursts: list[LoadResult]) -> GeneratorHealth:
         lag_p50_ms=h.lag_p50_ms,
         lag_p99_ms=max([h.lag_p99_ms, *(b.health.lag_p99_ms for b in bursts)]),
         lag_max_ms=max([h.lag_max_ms, *(b.health.lag_max_ms for b in bursts)]),
-        cpu_share=h.cpu_share, reasons=tuple(reasons),
+        cpu_share=h.cpu_share, reasons=tuple(reasons), shards=h.shards,
     )  # fmt: skip
 
 
