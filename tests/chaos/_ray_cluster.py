@@ -30,8 +30,10 @@ def _free_port() -> int:
 
 def _ports() -> list[str]:
     # Two nodes on one machine: every port a node would take by default, its own.
-    names = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-             "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port"]  # fmt: skip
+    names = [
+        "--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port",
+    ]  # fmt: skip
     return [arg for name in names for arg in (name, str(_free_port()))]
 
 

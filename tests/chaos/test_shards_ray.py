@@ -15,8 +15,8 @@ import pytest
 
 from chaos import (
     EventType,
-    Runner,
     RunEvent,
+    Runner,
     RunSettings,
     Verdict,
     load_scenario,
@@ -93,6 +93,7 @@ def test_a_shard_whose_node_dies_makes_the_run_invalid_and_leaves_nothing(
 
     def kill_second_node(event: RunEvent) -> None:
         if event.type is EventType.LOAD_STARTED:
+
             def later() -> None:
                 cluster.kill_node(1)
                 killed.set()
