@@ -51,6 +51,10 @@ from chaos.shards import GeneratorSettings, RayEngine, ShardedLoad  # noqa: E402
 
 CHUNKS = (32, 256)
 MAX_LAG_S = 0.010
+# An answer takes milliseconds here: past this the generator is far behind (the run is
+# invalid anyway), and a short timeout keeps an overloaded run from lasting minutes.
+TIMEOUT_S = 5.0
+IN_FLIGHT = 2000
 MODEL = "m"
 START_CHUNKS_PER_S = 3200.0  # the first rate tried: this many chunks/s
 STEP = 1.4
@@ -64,16 +68,18 @@ def spec(chunks: int) -> RequestSpec:
 
 def one_process(url: str, times: list[float], chunks: int) -> LoadResult:
     request = spec(chunks)
-    generator = LoadGenerator(url, times, lambda _i: request, timeout_s=30,
-                              max_lag_p99_s=MAX_LAG_S, max_in_flight=5000)  # fmt: skip
+    generator = LoadGenerator(url, times, lambda _i: request, timeout_s=TIMEOUT_S,
+                              max_lag_p99_s=MAX_LAG_S, max_in_flight=IN_FLIGHT)  # fmt: skip
     with frozen_heap():  # as a run's load is (and each shard's)
         return run_loop(generator.run())
 
 
 def two_shards(url: str, times: list[float], chunks: int) -> LoadResult:
     request = spec(chunks)
-    settings = GeneratorSettings(timeout_s=30, max_lag_p99_s=MAX_LAG_S, max_cpu_share=0.9,
-                                 headers={}, rules=AnswerRules(), max_in_flight=5000)  # fmt: skip
+    settings = GeneratorSettings(
+        timeout_s=TIMEOUT_S, max_lag_p99_s=MAX_LAG_S, max_cpu_share=0.9, headers={},
+        rules=AnswerRules(), max_in_flight=IN_FLIGHT,
+    )  # fmt: skip
     load = ShardedLoad(url, times, lambda _i: request, shards=2, engine=RayEngine(None),
                        settings=settings)  # fmt: skip
     return run_loop(load.run())

@@ -625,17 +625,32 @@ def _generator(data: RunData) -> str:
     warning = ""
     if g.reasons:
         warning = (
-            '<p class="note"><b>Invalid run</b>: the load generator, not the target, was the '
-            "bottleneck: " + escape("; ".join(g.reasons)) + "</p>"
+            '<p class="note"><b>Invalid run</b>: the load generator\'s measurement cannot be '
+            "trusted: " + escape("; ".join(g.reasons)) + "</p>"
         )
     rows = [[
         str(g.scheduled), str(g.started), str(g.late), str(g.dropped),
         _num(g.lag_p50_ms, "{:.2f} ms"), _num(g.lag_p99_ms, "{:.2f} ms"),
         _num(g.lag_max_ms, "{:.1f} ms"), _pct(g.cpu_share),
     ]]  # fmt: skip
-    return warning + _table(
+    table = _table(
         ["scheduled", "sent", "late", "dropped", "lag p50", "lag p99", "lag max", "CPU of a core"],
         rows, set(range(8)),
+    )  # fmt: skip
+    if not g.shards:
+        return warning + table
+    shards = [[
+        str(s.shard), escape(s.host), escape(s.node[:12]), _num(s.clock_offset_ms, "{:+.2f} ms"),
+        _num(s.clock_rtt_ms, "{:.2f} ms"), str(s.scheduled), str(s.started),
+        _num(s.lag_p99_ms, "{:.2f} ms"), _pct(s.cpu_share),
+        "lost" if s.lost else ("; ".join(escape(r) for r in s.reasons) or "ok"),
+    ] for s in g.shards]  # fmt: skip
+    return warning + table + (
+        f"<p>Sent by {len(g.shards)} shards, arrival k by shard k mod {len(g.shards)}; each "
+        "shard's clock offset to the controller's was measured over the round trip shown.</p>"
+    ) + _table(
+        ["shard", "host", "node", "clock offset", "round trip", "dealt", "sent", "lag p99",
+         "CPU of a core", "health"], shards, {0, 3, 4, 5, 6, 7, 8},
     )  # fmt: skip
 
 

@@ -11,8 +11,8 @@ status             exit code  when
 ``harness_error``  3          a fault did not apply or revert, the target could not be provisioned,
                               the load generator died: the harness cannot vouch for the run
 ``aborted``        1          an abort rule fired, or SIGINT/SIGTERM stopped the run
-``invalid``        1          the load generator, not the target, was the bottleneck: what it
-                              measured is not the target's behaviour
+``invalid``        1          the load generator, not the target, was the bottleneck (or lost a
+                              shard): what it measured is not the target's behaviour
 ``failed``         1          an expectation or steady-state probe was not met (or had no data)
 ``passed``         0          every expectation met, with evidence, on a valid run
 =================  =========  ======================================================================

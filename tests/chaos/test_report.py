@@ -187,3 +187,26 @@ def test_retries_chart_attempts_against_requests_and_cancelled_requests_are_judg
     # Cancelled: sent, yet in no outcome, and in no SLO's events (380 of the 400).
     assert "3–4s: sent 20, succeeded 0, degraded 0, shed 0, failed 0 req/s" in page
     assert load_run(run_dir).records().__len__() == 380
+
+
+def test_a_sharded_load_shows_each_shard_and_the_lost_one(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "sharded", status="invalid")
+    journal = run_dir / "journal.jsonl"
+    lines = []
+    for line in journal.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("type") == "load_finished":
+            shard = {"node": "a" * 56, "host": "node-a", "clock_offset_ms": 0.12,
+                     "clock_rtt_ms": 0.4, "scheduled": 200, "started": 200, "lag_p99_ms": 1.1,
+                     "cpu_share": 0.3, "lost": False, "reasons": []}  # fmt: skip
+            lost = {**shard, "node": "b" * 56, "host": "node-b", "started": 61, "lost": True,
+                    "reasons": ["did not answer for 10s: lost on node bbbbbbbbbbbb"]}  # fmt: skip
+            event["generator"]["shards"] = [{**shard, "shard": 0}, {**lost, "shard": 1}]
+            event["generator"]["reasons"] = ["shard 1 (node-b): did not answer for 10s"]
+        lines.append(json.dumps(event))
+    journal.write_text("\n".join(lines) + "\n")
+    page = render_run(run_dir).read_text()
+    assert "Sent by 2 shards, arrival k by shard k mod 2" in page
+    assert "<td>node-a</td><td>aaaaaaaaaaaa</td>" in page and '"num">+0.12 ms<' in page
+    assert "<td>node-b</td>" in page and "<td>lost</td>" in page
+    assert "shard 1 (node-b): did not answer for 10s" in page
