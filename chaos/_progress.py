@@ -136,7 +136,7 @@ class Progress:
             self._line(f"  {', '.join(shown)}{after}")
         if verdict.generator is not None and not verdict.generator.valid:
             reasons = "; ".join(verdict.generator.reasons)
-            self._line(f"  ! invalid: the load generator's measurement cannot be trusted: {reasons}")
+            self._line(f"  ! invalid: the load generator's figures cannot be trusted: {reasons}")
         for error in verdict.harness_errors:
             self._line(f"  ! harness error: {error}")
         if verdict.abort:
