@@ -65,7 +65,7 @@ class _Shard:
     scheduled: int
     records: list[LoadRecord]
     health: GeneratorHealth | None = None
-    lost: str | None = None  # why its records stopped coming
+    lost: str | None = None  # why its records stopped coming (its actor died, it went silent)
     error: str | None = None  # why its generator failed
 
     @property
@@ -220,7 +220,7 @@ class ShardedLoad:
         if shard.lost is not None:
             missing = shard.scheduled - len(shard.records)
             reasons.append(
-                f"{shard.lost}: lost on node {shard.hello.node[:12]}, "
+                f"lost ({shard.lost}) on node {shard.hello.node[:12]}: "
                 f"{missing} of its {shard.scheduled} requests unaccounted for"
             )
         if shard.error is not None:

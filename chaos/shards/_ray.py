@@ -136,7 +136,7 @@ class RayEngine:
             try:
                 out[shard] = ray.get(ref)
             except ray.exceptions.RayError as exc:
-                out[shard] = f"lost ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+                out[shard] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         return out
 
     def stop(self, shards: list[int]) -> None:

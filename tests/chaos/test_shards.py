@@ -5,6 +5,7 @@ can also lose one. The real cluster is tests/chaos/test_shards_ray.py's."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import threading
@@ -72,7 +73,7 @@ class InProcess:
         for shard in shards:
             if shard == self.lose and self.polls > self.lose_after:
                 self.runners[shard].stop()
-                out[shard] = "lost (ActorDiedError: the node died)"
+                out[shard] = "ActorDiedError: the node died"
             else:
                 out[shard] = self.runners[shard].take()
         return out
@@ -150,10 +151,15 @@ def test_a_lost_shard_makes_the_load_invalid_and_names_it(target: tuple[str, Tar
     health = result.health
     assert not health.valid
     (reason,) = health.reasons
-    assert reason.startswith("shard 1 (here): lost (ActorDiedError") and "unaccounted" in reason
+    found = re.fullmatch(
+        r"shard 1 \(here\): lost \(ActorDiedError: the node died\) on node node-1: "
+        r"(\d+) of its 50 requests unaccounted for", reason,
+    )  # fmt: skip
+    assert found is not None, reason
     assert [s.lost for s in health.shards] == [False, True]
     # Shard 0 sent all of its half; of shard 1's, only what came back before it was lost.
     assert health.shards[0].started == 50 and health.shards[1].started < 50
+    assert int(found[1]) == 50 - health.shards[1].started
     assert len(got) == len(result.records) < len(times)
 
 
