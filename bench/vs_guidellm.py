@@ -159,28 +159,33 @@ def run_ichaos(url: str, rate: float, seconds: float) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def run_guidellm(script: Path, url: str, seconds: float) -> dict[float, dict[str, Any]]:
+def guidellm_report(
+    script: Path, url: str, profile: list[str], seconds: float, *, prompt_tokens: int,
+    output_tokens: int, log_name: str,
+) -> dict[str, Any]:  # fmt: skip
+    """One ``guidellm run`` against ``url``'s /v1/completions with ``profile``'s arguments,
+    synthetic prompts, the built ``primary:v1`` tokenizer, offline; its JSON report."""
     tokenizer = Path(os.environ.get("ICHAOS_REGISTRY", ROOT / ".ichaos" / "registry"))
     tokenizer = tokenizer / "primary" / "v1"
     if not (tokenizer / "tokenizer.json").is_file():
         sys.exit(f"error: no built tokenizer at {tokenizer}: run ./dev setup first")
-    rates = ",".join(f"{r:g}" for r in RATES)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "guidellm.json"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "HF_DATASETS_OFFLINE": "1"}  # fmt: skip
+        data = f"kind=synthetic_text,prompt_tokens={prompt_tokens},output_tokens={output_tokens}"
         cmd = [
             str(script), "run",
             "--backend", f"kind=openai_http,target={url},model={MODEL},"
             "request_format=/v1/completions",
-            "--profile", f"kind=constant,rate={RATES[0]:g}", "--override", "profile.rate", rates,
+            *profile,
             "--constraint", f"kind=max_duration,seconds={seconds:g}",
-            "--data", f"kind=synthetic_text,prompt_tokens={PROMPT_TOKENS},output_tokens={TOKENS}",
+            "--data", data,
             "--tokenizer", f"kind=huggingface_auto,model={tokenizer}",
             "--output", f"kind=json,path={out}",
             "--disable-console-interactive",
         ]  # fmt: skip
-        log = ROOT / ".ichaos" / "bench" / "guidellm-run.log"
+        log = ROOT / ".ichaos" / "bench" / log_name
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("w") as sink:
             done = subprocess.run(
@@ -188,7 +193,15 @@ def run_guidellm(script: Path, url: str, seconds: float) -> dict[float, dict[str
             )
         if done.returncode != 0 or not out.is_file():
             sys.exit(f"error: guidellm failed (exit {done.returncode}); see {log}")
-        report = json.loads(out.read_text())
+        report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
+def run_guidellm(script: Path, url: str, seconds: float) -> dict[float, dict[str, Any]]:
+    rates = ",".join(f"{r:g}" for r in RATES)
+    profile = ["--profile", f"kind=constant,rate={RATES[0]:g}", "--override", "profile.rate", rates]
+    report = guidellm_report(script, url, profile, seconds, prompt_tokens=PROMPT_TOKENS,
+                             output_tokens=TOKENS, log_name="guidellm-run.log")  # fmt: skip
     found: dict[float, dict[str, Any]] = {}
     for bench in report["benchmarks"]:
         rate = float(bench["config"]["strategy"]["rate"])
