@@ -164,13 +164,26 @@ def follow_run_events(client: Any, run: str, on_event: ContainerEvent) -> Any:
         decode=True, filters={"label": [f"{LABEL_RUN}={run}"], "type": ["container"]}
     )
 
+    # podman's stream can deliver again events it had already delivered, and older ones (seen
+    # when its events log rotates): each is passed on once, and none from before the stream
+    # was opened, as a live stream would.
+    since = time.time()
+    seen: set[tuple[str, str, object]] = set()
+
     def relay() -> None:
         with contextlib.suppress(Exception):  # the stream closes at the target's stop
             for event in stream:
                 action = str(event.get("Action") or event.get("status") or "")
                 attributes = (event.get("Actor") or {}).get("Attributes") or {}
-                if attributes.get(LABEL_RUN) == run:
-                    on_event(action, attributes, event_time(event))
+                if attributes.get(LABEL_RUN) != run:
+                    continue
+                when = event_time(event)
+                key = (str(event.get("id") or (event.get("Actor") or {}).get("ID")), action,
+                       event.get("timeNano") or event.get("time"))  # fmt: skip
+                if when < since or key in seen:
+                    continue
+                seen.add(key)
+                on_event(action, attributes, when)
 
     threading.Thread(target=relay, name=f"ichaos-events-{run}", daemon=True).start()
     return stream

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -338,3 +339,38 @@ def test_compose_up_serves_through_toxiproxy(engine: Any, tmp_path: Path) -> Non
     finally:
         subprocess.run([*compose_cmd, "down", "-v"], check=False, capture_output=True,
                        env=env, timeout=180)  # fmt: skip
+
+
+def test_engine_events_are_relayed_once_and_never_from_before_the_stream() -> None:
+    """podman's stream delivers events again, and older ones, when its events log rotates:
+    the relay passes each event of the run on once, none from before it began following."""
+    from chaos.backends._containers import follow_run_events
+
+    now = time.time_ns()
+    labels = {LABEL_RUN: "r1"}
+
+    def event(action: str, at_ns: int, run: str = "r1") -> dict[str, Any]:
+        return {"Action": action, "id": "c1", "timeNano": at_ns,
+                "Actor": {"ID": "c1", "Attributes": {**labels, LABEL_RUN: run}}}  # fmt: skip
+
+    die = event("die", now + 2_000_000_000)
+    stream = [
+        event("start", now - 60_000_000_000),  # the run's `up`, a minute before: replayed
+        event("start", now + 1_000_000_000),
+        die,
+        event("die", now + 3_000_000_000, run="other"),
+        dict(die),  # the same event again
+        event("start", now + 4_000_000_000),
+    ]
+
+    class Client:
+        def events(self, **_: Any) -> list[dict[str, Any]]:
+            return stream
+
+    got: list[tuple[str, float]] = []
+    follow_run_events(Client(), "r1", lambda action, _a, when: got.append((action, when)))
+    wait_until(
+        lambda: not any(t.name == "ichaos-events-r1" for t in threading.enumerate()),
+        timeout=10, message="the relay through the whole stream",
+    )  # fmt: skip
+    assert [(a, round(w - now / 1e9)) for a, w in got] == [("start", 1), ("die", 2), ("start", 4)]
