@@ -6,17 +6,19 @@ limits, in one process and in two Ray shards, with GuideLLM on the same server i
 The server is ``bench/_stream_server.py`` (its own process): every streamed completion is a
 fixed number of one-token chunks, a ``usage`` chunk and ``[DONE]``, written at once, so that
 what is measured is the client. For 32 and 256 chunks per request, the generator's rate is
-raised (×1.4 a step from a low start) until a rate is invalid twice in a row (a run is tried
-again once: a hiccup of the machine is not the generator's limit), then bisected twice between
-the last valid rate and the first invalid one; a run is valid when the generator's own health says
-so at a lag p99 limit of 10 ms (no request dropped, schedule lag p99 ≤ 10 ms, its CPU ≤ 90 %
-of a core; for shards: each shard's) and every request got its whole stream. The figure of a
+raised (×1.4 a step from a low start) until a run is invalid, then bisected twice between the
+last valid rate and the first invalid one (one run a rate: a hiccup of the machine's can end a
+search early, and the figure is then lower than the generator's limit, never higher); a run is
+valid when the generator's own health says so at a lag p99 limit of 10 ms (no request
+dropped, schedule lag p99 ≤ 10 ms, its CPU ≤ 90 % of a core; for shards: each shard's) and
+every request got its whole stream. The figure of a
 run is chunks per second: tokens of the complete answers / (the last answer's end - t = 0).
 One process: ``LoadGenerator`` (on uvloop where installed); two shards: ``ShardedLoad`` on a
 local Ray cluster started once for the benchmark. GuideLLM (installed on first use into its
 own environment, as bench/vs_guidellm.py does) runs its ``throughput`` profile (256 requests
-kept in flight, as fast as they come back) on the same server; its figure is the output tokens/s it
-reports, with no validity limit (generous to it: a closed-loop tool has no schedule to keep).
+kept in flight, as fast as they come back) on the same server; its figure is the output
+tokens/s it reports, with no validity limit (generous to it: a closed-loop tool has no
+schedule to keep).
 
 Writes JSON (top-level ``chunks_per_s_one_process``, ``chunks_per_s_two_shards`` and
 ``guidellm_chunks_per_s``: each the best valid figure at 32 chunks per request) and a Markdown
@@ -118,30 +120,23 @@ def trial(run: Runner, url: str, rate: float, seconds: float, chunks: int) -> di
 
 
 def search(run: Runner, url: str, seconds: float, chunks: int, start: float) -> dict[str, Any]:
-    """The best valid figure: up by STEP from ``start`` (req/s) until a rate is invalid (twice
-    in a row), then two bisections between the last valid rate and the first invalid one."""
+    """The best valid figure: up by STEP from ``start`` (req/s) until invalid, then two
+    bisections between the last valid rate and the first invalid one."""
     trials: list[dict[str, Any]] = []
-
-    def sustained(rate: float) -> bool:
-        # An invalid run is run once more before the rate is called too much: a hiccup of
-        # the machine's (another process, the kernel) is not the generator's limit. Both
-        # runs are kept in `trials`.
-        for _ in range(2):
-            trials.append(trial(run, url, rate, seconds, chunks))
-            if trials[-1]["valid"]:
-                return True
-        return False
-
     rate, good, bad = start, None, None
     while bad is None and rate <= 100_000:
-        if sustained(rate):
+        got = trial(run, url, rate, seconds, chunks)
+        trials.append(got)
+        if got["valid"]:
             good, rate = rate, rate * STEP
         else:
             bad = rate
     if good is not None and bad is not None:
         for _ in range(2):
             middle = (good + bad) / 2
-            good, bad = (middle, bad) if sustained(middle) else (good, middle)
+            got = trial(run, url, middle, seconds, chunks)
+            trials.append(got)
+            good, bad = (middle, bad) if got["valid"] else (good, middle)
     valid = [t for t in trials if t["valid"]]
     best = max(valid, key=lambda t: t["chunks_per_s"]) if valid else None
     return {"best": best, "trials": trials}
