@@ -452,7 +452,6 @@ class LoadGenerator:
             limit=self.max_in_flight, keepalive_timeout=_KEEPALIVE_S, ttl_dns_cache=None
         )
         records: list[LoadRecord] = []
-        dropped = 0
         in_flight: set[asyncio.Task[None]] = set()
         timeout = aiohttp.ClientTimeout(total=None)  # each request has its own, below
         async with aiohttp.ClientSession(
@@ -478,7 +477,6 @@ class LoadGenerator:
                 if len(in_flight) >= self.max_in_flight:
                     # Never sent, yet a request of the schedule: a record like any other (and
                     # a bad one), so that SLOs and expectations count it.
-                    dropped += 1
                     record.error = "dropped"
                     record.end = record.sent
                     if self.on_record is not None:
@@ -492,13 +490,13 @@ class LoadGenerator:
                 await asyncio.gather(*in_flight)
             wall = max(clock() - began, 1e-9)
             cpu_share = (time.process_time() - cpu_start) / wall
-        return LoadResult(records, self._health(records, dropped, cpu_share), started_wall)
+        return LoadResult(records, self._health(records, cpu_share), started_wall)
 
-    def _health(self, records: list[LoadRecord], dropped: int, cpu: float) -> GeneratorHealth:
+    def _health(self, records: list[LoadRecord], cpu: float) -> GeneratorHealth:
         figures = LagFigures.of(records, self.late_after_s)
         reasons = []
-        if dropped:
-            reasons.append(f"{dropped} requests dropped at the in-flight limit")
+        if figures.dropped:
+            reasons.append(f"{figures.dropped} requests dropped at the in-flight limit")
         if figures.p99 > self.max_lag_p99_s:
             reasons.append(
                 f"schedule lag p99 {figures.p99 * 1000:.1f} ms > {self.max_lag_p99_s * 1000:g}"

@@ -312,7 +312,7 @@ class Runner:
     def _provision_and_experiment(self) -> None:
         target: Target | None = None
         try:
-            if problem := sharding_problem(self.settings.load_shards or self.scenario.load.shards):
+            if problem := sharding_problem(self._shards):
                 raise ShardError(problem)  # before anything starts
             # What an earlier run killed with SIGKILL left (processes, proxies, damaged model
             # files): undone first, each thing said, before anything of this run starts.
@@ -428,10 +428,15 @@ class Runner:
                 target, Phase.AFTER, settle=self.settings.settle
             )
 
+    @property
+    def _shards(self) -> int:
+        """How many processes send the main load: the setting's, else the scenario's."""
+        return self.settings.load_shards or self.scenario.load.shards
+
     def _generator(self, target: Target, times: list[float]) -> LoadGenerator | ShardedLoad:
         """The main load's generator: this process's, or the shards' controller."""
         load = self.scenario.load
-        shards = self.settings.load_shards or load.shards
+        shards = self._shards
         client = self._client(target)
         if shards == 1:
             return LoadGenerator(

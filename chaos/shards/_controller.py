@@ -123,17 +123,18 @@ class ShardedLoad:
         engine = self.engine
         try:
             engine.open(self.shards)
-            shards = self._meet(engine)
+            dealt = deal(len(self.schedule), self.shards)
+            shards = self._meet(engine, dealt)
             if stop is not None and stop.is_set():
                 return self._result(shards)
-            self._start(engine, shards)
+            self._start(engine, shards, dealt)
             await self._follow(engine, shards, stop)
             return self._result(shards)
         finally:
             self._pending.clear()
             engine.close()
 
-    def _meet(self, engine: ShardEngine) -> list[_Shard]:
+    def _meet(self, engine: ShardEngine, dealt: list[list[int]]) -> list[_Shard]:
         """Every shard up, of this ichaos's version, its clock offset measured."""
         hellos = engine.hellos(self.start_timeout_s)
         other = [h for h in hellos if h.version != __version__]
@@ -143,7 +144,6 @@ class ShardedLoad:
                 f"(on {other[0].host}), this controller {__version__}: install the same one "
                 "on every node"
             )
-        dealt = deal(len(self.schedule), self.shards)
         out = []
         for index, hello in enumerate(hellos):
             samples = []
@@ -155,8 +155,7 @@ class ShardedLoad:
             out.append(_Shard(hello, offset, rtt, scheduled=len(dealt[index]), records=[]))
         return out
 
-    def _start(self, engine: ShardEngine, shards: list[_Shard]) -> None:
-        dealt = deal(len(self.schedule), self.shards)
+    def _start(self, engine: ShardEngine, shards: list[_Shard], dealt: list[list[int]]) -> None:
         works = [
             ShardWork(
                 shard=i,

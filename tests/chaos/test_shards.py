@@ -28,7 +28,6 @@ from chaos.shards import (
     clock_offset,
     deal,
 )
-from chaos.shards._controller import ShardEngine
 from tests.chaos.test_loadgen import Target, plain, target
 
 __all__ = ["target"]  # the loopback server fixture, shared with the generator's tests
@@ -48,7 +47,7 @@ class InProcess:
         self.lose, self.lose_after, self.version = lose, lose_after, version
         self.runners: list[ShardRunner] = []
         self.polls = 0
-        self.stops: list[float] = []
+        self.stops: list[int] = []  # how many polls there had been at each stop
         self.closed = False
 
     def open(self, shards: int) -> None:
@@ -79,21 +78,12 @@ class InProcess:
         return out
 
     def stop(self, shards: list[int]) -> None:
-        self.stops.append(time.monotonic())
+        self.stops.append(self.polls)
         for shard in shards:
             self.runners[shard].stop()
 
     def close(self) -> None:
         self.closed = True
-
-
-def _engine(engine: InProcess) -> ShardEngine:
-    return engine
-
-
-def sharded(url: str, times: list[float], engine: InProcess, got: list[LoadRecord]) -> ShardedLoad:
-    return ShardedLoad(url, times, plain, shards=len(engine.runners) or 2, engine=_engine(engine),
-                       settings=SETTINGS, on_record=got.append)  # fmt: skip
 
 
 def test_arrival_k_goes_to_shard_k_mod_n_and_every_arrival_to_one() -> None:
@@ -167,23 +157,27 @@ def test_a_stop_reaches_every_shard_at_the_next_poll(target: tuple[str, Target])
     url, _ = target
     times = schedule(Constant(20), 30.0)
     engine = InProcess()
-    load = ShardedLoad(url, times, plain, shards=2, engine=engine, settings=SETTINGS)
-    asked: list[float] = []
+    got: list[LoadRecord] = []
+    load = ShardedLoad(url, times, plain, shards=2, engine=engine, settings=SETTINGS,
+                       on_record=got.append)  # fmt: skip
+    asked: list[tuple[int, float]] = []
 
     async def run() -> list[LoadRecord]:
         stop = asyncio.Event()
         task = asyncio.create_task(load.run(stop))
-        assert await asyncio.to_thread(load.started.wait, 60)
-        await asyncio.sleep(1.5)
-        asked.append(time.monotonic())
+        # Under way: records of both shards came back (arrivals 0 and 1 are theirs).
+        while not {0, 1} <= {r.index for r in got}:  # noqa: ASYNC110 - on the loop's thread
+            await asyncio.sleep(0.05)
+        asked.append((engine.polls, time.monotonic() - load.start_monotonic))
         stop.set()
         return (await task).records
 
     records = run_loop(run())
-    assert len(engine.stops) == 1 and engine.stops[0] - asked[0] <= load.poll_s + 0.5
-    # Nothing scheduled after the stop left (the schedule runs to 30 s).
-    stopped_at = asked[0] - load.start_monotonic
-    assert records and max(r.scheduled for r in records) <= stopped_at + load.poll_s + 0.5
+    polls, stopped_at = asked[0]
+    # Every shard was told at the controller's next turn, before it asked for another batch.
+    assert engine.stops == [polls]
+    # And the schedule ended there: of its 30 s, nothing from long after the stop was sent.
+    assert len(records) < len(times) and max(r.scheduled for r in records) < stopped_at + 5
 
 
 def test_a_shard_of_another_version_is_refused(target: tuple[str, Target]) -> None:
