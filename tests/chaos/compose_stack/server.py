@@ -96,10 +96,8 @@ def main() -> None:
         weights = Path("/model/weights.bin").read_bytes()
         expected = Path("/model/weights.sha256").read_text().split()[0]
         if hashlib.sha256(weights).hexdigest() != expected:
-            # A real server loads for a while before it fails. Failing at once, the engine
-            # restarted it every 250 ms (30 times in the fault's 6 s), and once (podman 4.3,
-            # in the full suite) the link's connections to it then hung after the restore
-            # although it answered its health check: a cause not found, so not imitated.
+            # A real server loads for a while before it fails; failing at once, the engine
+            # would restart it every 250 ms.
             time.sleep(1.0)
             print("weights.bin does not match weights.sha256: refusing to start", flush=True)
             sys.exit(1)
