@@ -57,11 +57,11 @@ class _Stream(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: object) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
         # A cut stream closes the client's side: the upstream's next write failing is what a
         # cut does, not an error of the test's server worth a traceback in the log.
         if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)  # type: ignore[arg-type]
+            super().handle_error(request, client_address)
 
 
 @pytest.fixture(scope="module")
